@@ -1,0 +1,181 @@
+// Package gateway is zipship's HTTP API: JSON over HTTP with bearer JWTs,
+// tenants and members, streamed ZIP uploads that become builds, build and
+// deployment queries, rollback, the audit log, and live events. It is
+// stateless: commands go to the event store through app.App, queries to the
+// projections' read models.
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/zipship/zipship/app"
+	"github.com/zipship/zipship/archive"
+	"github.com/zipship/zipship/auth"
+	"github.com/zipship/zipship/gateway/live"
+	"github.com/zipship/zipship/infra/cdn"
+	"github.com/zipship/zipship/projections"
+)
+
+// Waiter blocks until the read models have applied an event position, so a
+// client's next query sees its own write.
+type Waiter interface {
+	WaitFor(ctx context.Context, position int64) error
+}
+
+// Config holds the gateway's settings.
+type Config struct {
+	// Secret verifies bearer tokens (HS256).
+	Secret []byte
+	// MaxUploadSize caps the ZIP's size in bytes.
+	MaxUploadSize int64
+	// ZipLimits are the rules every upload's central directory must pass.
+	ZipLimits archive.Limits
+	// SpoolDir holds uploads while they are hashed and validated.
+	SpoolDir string
+	// URLs builds a tenant's live URL and a build's permanent URL.
+	URLs live.URLs
+	// Refresher is told when a rollback moved a pointer.
+	Refresher cdn.Refresher
+	// ReadYourWrites bounds how long a command waits for the read models.
+	ReadYourWrites time.Duration
+	Log            *slog.Logger
+}
+
+// Server serves the API.
+type Server struct {
+	app    *app.App
+	rm     *projections.DB
+	waiter Waiter
+	hub    *live.Hub
+	cfg    Config
+	log    *slog.Logger
+}
+
+// DefaultMaxUploadSize is the reference system's upload cap: 100 MB.
+const DefaultMaxUploadSize = 100 << 20
+
+// New returns a gateway over the application, its read models and the live
+// event hub.
+func New(a *app.App, rm *projections.DB, waiter Waiter, hub *live.Hub, cfg Config) *Server {
+	if cfg.MaxUploadSize <= 0 {
+		cfg.MaxUploadSize = DefaultMaxUploadSize
+	}
+	if cfg.ZipLimits == (archive.Limits{}) {
+		cfg.ZipLimits = archive.DefaultLimits()
+	}
+	if cfg.SpoolDir == "" {
+		cfg.SpoolDir = os.TempDir()
+	}
+	if cfg.ReadYourWrites == 0 {
+		cfg.ReadYourWrites = 2 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.URLs == nil {
+		cfg.URLs = func(string, string) (string, string) { return "", "" }
+	}
+	return &Server{app: a, rm: rm, waiter: waiter, hub: hub, cfg: cfg, log: cfg.Log}
+}
+
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+	})
+	mux.HandleFunc("POST /api/tenants", s.authed(s.createTenant))
+	mux.HandleFunc("GET /api/tenants/{tenant}", s.authed(s.getTenant))
+	mux.HandleFunc("POST /api/tenants/{tenant}/members", s.authed(s.addMember))
+	mux.HandleFunc("DELETE /api/tenants/{tenant}/members/{user}", s.authed(s.removeMember))
+	mux.HandleFunc("GET /api/tenants/{tenant}/deployments", s.authed(s.listDeployments))
+	mux.HandleFunc("POST /api/tenants/{tenant}/rollback", s.authed(s.rollback))
+	mux.HandleFunc("GET /api/tenants/{tenant}/audit", s.authed(s.audit))
+	mux.HandleFunc("GET /api/tenants/{tenant}/events", s.authedQuery(s.events))
+	mux.HandleFunc("POST /api/builds/{tenant}", s.authed(s.upload))
+	mux.HandleFunc("GET /api/builds/{tenant}", s.authed(s.listBuilds))
+	mux.HandleFunc("GET /api/builds/{tenant}/{build}", s.authed(s.getBuild))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return s.recoverer(mux)
+}
+
+// handler is an authenticated handler; user is the token's subject.
+type handler func(w http.ResponseWriter, r *http.Request, user string)
+
+// authed requires a valid bearer token in the Authorization header.
+func (s *Server) authed(h handler) http.HandlerFunc {
+	return s.authenticate(h, false)
+}
+
+// authedQuery also accepts the token as the access_token query parameter,
+// for browsers' EventSource and WebSocket, which cannot set headers.
+func (s *Server) authedQuery(h handler) http.HandlerFunc {
+	return s.authenticate(h, true)
+}
+
+func (s *Server) authenticate(h handler, query bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		token := ""
+		if hdr := r.Header.Get("Authorization"); hdr != "" {
+			scheme, rest, ok := strings.Cut(hdr, " ")
+			if !ok || !strings.EqualFold(scheme, "Bearer") {
+				unauthorized(w, "the Authorization header must be 'Bearer <token>'")
+				return
+			}
+			token = strings.TrimSpace(rest)
+		} else if query {
+			token = r.URL.Query().Get("access_token")
+		}
+		if token == "" {
+			unauthorized(w, "a bearer token is required")
+			return
+		}
+		user, err := auth.Verify(s.cfg.Secret, token)
+		if err != nil {
+			unauthorized(w, "the bearer token is invalid or expired")
+			return
+		}
+		h(w, r, user)
+	}
+}
+
+func unauthorized(w http.ResponseWriter, msg string) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="zipship"`)
+	writeError(w, http.StatusUnauthorized, "unauthorized", msg)
+}
+
+// recoverer turns a handler panic into a 500 instead of a dropped
+// connection, and logs it.
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", v)
+				writeError(w, http.StatusInternalServerError, "internal", "internal error")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// wait gives the read models a moment to apply position (read your writes).
+func (s *Server) wait(ctx context.Context, position int64) {
+	if s.waiter == nil || position == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReadYourWrites)
+	defer cancel()
+	if err := s.waiter.WaitFor(ctx, position); err != nil {
+		s.log.Warn("read models lag behind", "position", position, "err", err)
+	}
+}
