@@ -218,3 +218,18 @@ func closeBody(body io.ReadCloser) {
 	_, _ = io.CopyN(io.Discard, body, 64<<10)
 	_ = body.Close()
 }
+
+// IsTemporary reports whether a request that failed with err may succeed
+// when sent again: the server answered 408, 429 or a 5xx, or the
+// connection failed. Cancellation is not temporary.
+func IsTemporary(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Status == http.StatusRequestTimeout || apiErr.Status == http.StatusTooManyRequests || apiErr.Status >= 500
+	}
+	var urlErr *url.Error
+	return errors.As(err, &urlErr)
+}

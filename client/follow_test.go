@@ -21,7 +21,7 @@ type sseServer struct {
 	// conns[i] writes connection i's body; past the end, the last one is
 	// used again. A script returns to end the response cleanly, or panics
 	// with http.ErrAbortHandler to cut the connection.
-	conns []func(w http.ResponseWriter, flush func())
+	conns []func(w http.ResponseWriter, flush func(), done <-chan struct{})
 	// eventsStatus, when not 0, is the answer to every events request.
 	eventsStatus int
 	build        string // body of GET build; "" answers 404
@@ -54,7 +54,7 @@ func (s *sseServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		flush := func() { w.(http.Flusher).Flush() }
 		flush()
-		s.conns[min(n, len(s.conns)-1)](w, flush)
+		s.conns[min(n, len(s.conns)-1)](w, flush, r.Context().Done())
 	case "/api/builds/acme/b-1":
 		s.mu.Lock()
 		s.buildPolls++
@@ -89,9 +89,9 @@ func newTestClient(url string) *Client {
 }
 
 func TestFollowFiltersReconnectsAndDedupes(t *testing.T) {
-	srv := &sseServer{t: t, conns: []func(http.ResponseWriter, func()){
+	srv := &sseServer{t: t, conns: []func(http.ResponseWriter, func(), <-chan struct{}){
 		// 1: a few events, then the connection is cut in the middle of one.
-		func(w http.ResponseWriter, flush func()) {
+		func(w http.ResponseWriter, flush func(), done <-chan struct{}) {
 			fmt.Fprint(w, ": keepalive\n\n")
 			fmt.Fprint(w, ev("1", "build:started", `{"buildId":"b-2","tenantId":"acme","version":"v1","attempt":1}`, "\n"))
 			fmt.Fprint(w, ev("2", "build:started", `{"buildId":"b-1","tenantId":"acme","version":"v2","attempt":1}`, "\n"))
@@ -104,25 +104,24 @@ func TestFollowFiltersReconnectsAndDedupes(t *testing.T) {
 		},
 		// 2: resumes, but sends the last seen event again (CRLF line
 		// ends, a multi-line data), then ends the response cleanly.
-		func(w http.ResponseWriter, flush func()) {
+		func(w http.ResponseWriter, flush func(), done <-chan struct{}) {
 			fmt.Fprint(w, ev("5", "build:step", `{"buildId":"b-1","step":"extract","status":"finished","attempt":1,"durationMs":12,"detail":"3 files"}`, "\r\n"))
 			fmt.Fprint(w, "id: 6\r\nevent: build:step\r\ndata: {\"buildId\":\"b-1\",\r\ndata: \"step\":\"install\",\"status\":\"finished\",\"durationMs\":2300}\r\n\r\n")
 			flush()
 		},
 		// 3: the rest.
-		func(w http.ResponseWriter, flush func()) {
+		func(w http.ResponseWriter, flush func(), done <-chan struct{}) {
 			fmt.Fprint(w, ev("7", "build:retrying", `{"buildId":"b-1","attempt":1,"step":"build","error":"runner lost","retryInMs":1000}`, "\n"))
 			fmt.Fprint(w, ev("8", "build:completed", `{"buildId":"b-2","status":"success","url":"https://wrong.example"}`, "\n"))
 			fmt.Fprint(w, ": keepalive\n\n")
 			fmt.Fprint(w, ev("9", "build:completed", `{"buildId":"b-1","status":"success","deploymentId":"d-9","url":"https://acme.zipship.dev","deploymentUrl":"https://b-1.acme.zipship.dev"}`, "\n"))
 			fmt.Fprint(w, ev("10", "deployment:activated", `{"tenantId":"acme","buildId":"b-1","deploymentId":"d-9","version":"v2","url":"https://acme.zipship.dev","previous":"b-0"}`, "\n"))
 			flush()
-			<-make(chan struct{}) // hold the stream open: Follow must return on its own
+			<-done // hold the stream open: Follow must return on its own
 		},
 	}}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
-	defer ts.CloseClientConnections() // unblocks connection 3's handler
 
 	var got []Event
 	c := newTestClient(ts.URL)
@@ -171,18 +170,17 @@ func TestFollowFiltersReconnectsAndDedupes(t *testing.T) {
 }
 
 func TestFollowFailure(t *testing.T) {
-	srv := &sseServer{t: t, conns: []func(http.ResponseWriter, func()){
-		func(w http.ResponseWriter, flush func()) {
+	srv := &sseServer{t: t, conns: []func(http.ResponseWriter, func(), <-chan struct{}){
+		func(w http.ResponseWriter, flush func(), done <-chan struct{}) {
 			fmt.Fprint(w, ev("1", "build:started", `{"buildId":"b-1","attempt":1}`, "\n"))
 			fmt.Fprint(w, ev("2", "build:failed", `{"buildId":"b-2","step":"extract","error":"other build"}`, "\n"))
 			fmt.Fprint(w, ev("3", "build:failed", `{"buildId":"b-1","step":"build","error":"npm ERR! missing script: build","retryable":false}`, "\n"))
 			flush()
-			<-make(chan struct{})
+			<-done
 		},
 	}}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
-	defer ts.CloseClientConnections()
 
 	var names []string
 	out, err := newTestClient(ts.URL).Follow(context.Background(), "acme", "b-1", "", func(e Event) { names = append(names, e.Name) })
@@ -200,13 +198,17 @@ func TestFollowFailure(t *testing.T) {
 
 func TestFollowPollsWhenStreamIsSilent(t *testing.T) {
 	srv := &sseServer{t: t,
-		conns: []func(http.ResponseWriter, func()){
-			func(w http.ResponseWriter, flush func()) {
+		conns: []func(http.ResponseWriter, func(), <-chan struct{}){
+			func(w http.ResponseWriter, flush func(), done <-chan struct{}) {
 				// Only keepalives: the events went missing somewhere.
 				for range 100 {
 					fmt.Fprint(w, ": keepalive\n\n")
 					flush()
-					time.Sleep(20 * time.Millisecond)
+					select {
+					case <-done:
+						return
+					case <-time.After(20 * time.Millisecond):
+					}
 				}
 			},
 		},
@@ -214,7 +216,6 @@ func TestFollowPollsWhenStreamIsSilent(t *testing.T) {
 	}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
-	defer ts.CloseClientConnections()
 
 	c := newTestClient(ts.URL)
 	c.idleTimeout = 150 * time.Millisecond
@@ -271,12 +272,11 @@ func TestFollowUnauthorized(t *testing.T) {
 }
 
 func TestFollowCancelled(t *testing.T) {
-	srv := &sseServer{t: t, conns: []func(http.ResponseWriter, func()){
-		func(w http.ResponseWriter, flush func()) { <-make(chan struct{}) },
+	srv := &sseServer{t: t, conns: []func(http.ResponseWriter, func(), <-chan struct{}){
+		func(w http.ResponseWriter, flush func(), done <-chan struct{}) { <-done },
 	}}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
-	defer ts.CloseClientConnections()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -296,8 +296,8 @@ func TestReadSSE(t *testing.T) {
 		"",
 		"event: no-data", // not dispatched
 		"",
-		"data",           // field without colon: empty value
-		"data:  two",     // only one space is dropped
+		"data",       // field without colon: empty value
+		"data:  two", // only one space is dropped
 		"",
 		"id: 3\revent: cr\rdata: x\r\r",
 		"id: 4",

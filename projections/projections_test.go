@@ -693,7 +693,11 @@ func TestWaitFor(t *testing.T) {
 	getBuild(t, db, "acme", "b2")
 
 	// Closing the DB ends a wait.
-	go func() { done <- p.WaitFor(context.Background(), 1000) }()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		done <- p.WaitFor(ctx, 1000)
+	}()
 	db.Close()
 	if err := <-done; !errors.Is(err, projections.ErrClosed) {
 		t.Errorf("WaitFor on a closed DB: %v, want ErrClosed", err)
@@ -726,11 +730,11 @@ func TestRunStopsOnUndecodableEvent(t *testing.T) {
 	appendEvents(t, store, "acme", requested(c, "acme", "b2", "alice"))
 
 	p := projections.NewProjector(store, db, testLogger(t))
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- p.WaitFor(context.Background(), res.Position) }()
-
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- p.WaitFor(ctx, res.Position) }()
+
 	err = p.Run(ctx)
 	if err == nil || !strings.Contains(err.Error(), "BuildTeleported") ||
 		!strings.Contains(err.Error(), fmt.Sprintf("position %d", res.Position)) {
@@ -739,7 +743,7 @@ func TestRunStopsOnUndecodableEvent(t *testing.T) {
 	if cp, err := db.Checkpoint(ctx); err != nil || cp != good {
 		t.Errorf("checkpoint %d (%v), want %d: the bad event and those after it must not be passed", cp, err, good)
 	}
-	if err := <-waitErr; err == nil || !strings.Contains(err.Error(), "BuildTeleported") {
+	if err := <-waitErr; err == nil || !strings.Contains(err.Error(), "BuildTeleported") || errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("WaitFor past a failed projector = %v, want its error", err)
 	}
 	if _, err := db.GetBuild(ctx, "acme", "b2"); !errors.Is(err, projections.ErrNotFound) {

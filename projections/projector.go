@@ -65,6 +65,7 @@ func (p *Projector) Run(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	p.err = err
+	close(p.failed)
 	p.mu.Unlock()
 	p.log.ErrorContext(ctx, "projector failed", "err", err)
 	return err

@@ -51,6 +51,7 @@ type config struct {
 	rounds      int
 	keep        bool
 	cpuProfile  string
+	only        string
 }
 
 // result is what one wrk run measured.
@@ -66,6 +67,11 @@ type benchCase struct {
 	body []byte
 }
 
+// selected reports whether the -case filter only selects c.
+func (c benchCase) selected(only string) bool {
+	return strings.Contains(strings.ToLower(c.name), strings.ToLower(only))
+}
+
 func main() {
 	var cfg config
 	flag.DurationVar(&cfg.duration, "duration", 5*time.Second, "length of each wrk run (whole seconds)")
@@ -74,6 +80,7 @@ func main() {
 	flag.IntVar(&cfg.rounds, "rounds", 2, "edge/nginx rounds per case; the best of each is reported")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temp directory (site, store, nginx config and logs)")
 	flag.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (the edge runs in this process) to `file`")
+	flag.StringVar(&cfg.only, "case", "", "run only the cases whose name contains `text` (html, asset)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -114,6 +121,15 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) error
 	cases := []benchCase{
 		{name: "small HTML (index.html)", path: "/", body: indexHTML()},
 		{name: "1 MiB asset (" + assetPath + ")", path: "/" + assetPath, body: asset()},
+	}
+	selected := 0
+	for _, c := range cases {
+		if c.selected(cfg.only) {
+			selected++
+		}
+	}
+	if selected == 0 {
+		return fmt.Errorf("-case %q matches no case", cfg.only)
 	}
 	site := filepath.Join(tmp, "site")
 	if err := writeSite(site, cases); err != nil {
@@ -159,6 +175,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) error
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
 	fmt.Fprintln(tw, "case\tedge req/s\tnginx req/s\tratio (edge/nginx)\tedge p99\tnginx p99\t")
 	for _, c := range cases {
+		if !c.selected(cfg.only) {
+			continue
+		}
 		var bestEdge, bestNginx result
 		for round := range cfg.rounds {
 			r, err := runWrk(ctx, wrk, cfg, edgeURL+c.path, edgeHost)

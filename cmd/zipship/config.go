@@ -86,11 +86,11 @@ func (c *config) logger(w io.Writer) (*slog.Logger, error) {
 func (c *config) urls() func(tenant, buildID string) (string, string) {
 	_, port, _ := net.SplitHostPort(c.edgeAddr)
 	return func(tenant, buildID string) (string, string) {
-		live := edge.LiveURL("http", c.baseDomain, port, tenant)
+		live := edge.LiveURL("http", c.baseDomain, port, tenant) + "/"
 		if buildID == "" {
 			return live, ""
 		}
-		return live, edge.DeploymentURL("http", c.baseDomain, port, tenant, buildID)
+		return live, edge.DeploymentURL("http", c.baseDomain, port, tenant, buildID) + "/"
 	}
 }
 

@@ -95,7 +95,7 @@ func serve(ctx context.Context, c config, log *slog.Logger) error {
 
 	a := app.New(events, blobs, log)
 	edgeSrv := edge.New(blobs, edge.Options{BaseDomain: c.baseDomain, Logger: log.With("component", "edge")})
-	projector := projections.NewProjector(events, rm, log.With("component", "projector"))
+	projector := projections.NewProjector(events, rm, log)
 	hub := live.NewHub(events, c.urls(), log.With("component", "live"))
 	gw := gateway.New(a, rm, projector, hub, gateway.Config{
 		Secret: secret, MaxUploadSize: c.maxUploadSize, ZipLimits: archive.DefaultLimits(),

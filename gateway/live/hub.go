@@ -98,7 +98,7 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request, tenant string) {
 	}
 	after, given, err := startPosition(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_position", err.Error())
+		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
 	if !given {
@@ -168,7 +168,6 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request, tenant string, af
 				return
 			}
 			after = ev.Position
-			time.Sleep(time.Hour)
 		}
 	}
 }

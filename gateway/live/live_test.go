@@ -170,8 +170,19 @@ func newFixture(t *testing.T, tune func(*Hub)) *fixture {
 		}
 	}))
 	t.Cleanup(func() {
-		f.srv.CloseClientConnections()
-		f.srv.Close()
+		// Close waits for running handlers: bound it, so a stuck handler
+		// fails the test instead of hanging it.
+		closed := make(chan struct{})
+		go func() {
+			f.srv.CloseClientConnections()
+			f.srv.Close()
+			close(closed)
+		}()
+		select {
+		case <-closed:
+		case <-time.After(wait):
+			t.Errorf("handlers still running %s after the test", wait)
+		}
 	})
 	return f
 }
@@ -281,7 +292,7 @@ func (f *fixture) expectReturned(t *testing.T, name string) {
 // frame is one SSE frame: the fields of one blank-line-terminated block.
 type frame struct {
 	ID, Event, Data, Retry string
-	Comments           []string
+	Comments               []string
 }
 
 type sseClient struct {
@@ -682,7 +693,7 @@ func TestBadPosition(t *testing.T) {
 			if tc.lastEventID != "" {
 				req.Header.Set("Last-Event-ID", tc.lastEventID)
 			}
-			expectJSONError(t, f, req, http.StatusBadRequest, "invalid_position")
+			expectJSONError(t, f, req, http.StatusBadRequest, "invalid_request")
 		})
 	}
 	t.Run("websocket", func(t *testing.T) {

@@ -69,7 +69,8 @@ type Options struct {
 	// again from the store, so that an edge process sees pointer moves made
 	// by other processes even without Refresh. Zero means
 	// DefaultPointerTTL; a negative value means never: only Refresh
-	// reloads. A busy tenant is revalidated in the background during the
+	// reloads (hosts found to have nothing are still re-checked after
+	// DefaultPointerTTL). A busy tenant is revalidated in the background during the
 	// TTL after expiry (requests keep being served from the cached state
 	// meanwhile); a tenant idle for longer is reloaded before its next
 	// request is served.
@@ -79,7 +80,8 @@ type Options struct {
 	// DefaultMemoryCacheBytes, negative disables the cache. Content is
 	// keyed by digest, so it is never stale.
 	MemoryCacheBytes int64
-	// Logger receives store failures; default slog.Default().
+	// Logger receives store failures; default slog.Default() with
+	// component=edge.
 	Logger *slog.Logger
 }
 
@@ -154,14 +156,14 @@ func New(store blob.Store, opts Options) *Server {
 	}
 	log := opts.Logger
 	if log == nil {
-		log = slog.Default()
+		log = slog.Default().With("component", "edge")
 	}
 	return &Server{
 		store:   store,
 		base:    base,
 		suffix:  "." + base,
 		ttl:     int64(ttl),
-		log:     log.With("component", "edge"),
+		log:     log,
 		epoch:   time.Now(),
 		hdr:     newHeaders(),
 		tenants: make(map[string]*tenant),
@@ -187,30 +189,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var (
-		st     *site
-		err    error
-		tenant = label
+		st  *site
+		err error
 	)
 	if i := strings.IndexByte(label, '.'); i >= 0 {
-		build := label[:i]
-		tenant = label[i+1:]
-		if !validBuildLabel(build) || !ValidTenant(tenant) {
+		build, tenant := label[:i], label[i+1:]
+		if !validBuildLabel(build) || !validTenant(tenant) {
 			s.plain(w, r, http.StatusNotFound, s.hdr.revalidate)
 			return
 		}
 		st, err = s.buildSite(r.Context(), label, tenant, build)
 	} else {
-		if !ValidTenant(label) {
+		if !validTenant(label) {
 			s.plain(w, r, http.StatusNotFound, s.hdr.revalidate)
 			return
 		}
 		st, err = s.liveSite(r.Context(), label)
 	}
 	switch {
-	case err != nil:
-		if r.Context().Err() == nil {
-			s.log.Error("cannot load site", "tenant", tenant, "host", label, "err", err)
-		}
+	case err != nil: // logged by the load, once for all requests sharing it
 		s.plain(w, r, http.StatusBadGateway, s.hdr.noStore)
 		return
 	case st == nil:
@@ -264,24 +261,42 @@ func (s *Server) serveSite(w http.ResponseWriter, r *http.Request, st *site) {
 }
 
 // serveFile writes f with status (200, or 404 for a site's 404 page).
-// Plain GET and HEAD requests take a fast path with precomputed headers;
-// conditional and Range requests of 200 responses go through
-// http.ServeContent, which implements them fully.
+// Plain GET and HEAD requests, and revalidations with If-None-Match, take a
+// fast path with precomputed headers that opens no content for HEAD or 304
+// (with S3, opening costs a request). Range requests and the rarer
+// preconditions of 200 responses go through http.ServeContent, which
+// implements them fully.
 func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, f *file, status int) {
 	ctx := r.Context()
+	h := w.Header()
+	if status == http.StatusOK {
+		h["Cache-Control"] = f.hCache
+		h["Etag"] = f.hETag
+		// A matching If-None-Match means 304 whatever Range or
+		// If-Modified-Since say; only If-Match and If-Unmodified-Since
+		// are evaluated before it, and those we leave to ServeContent.
+		if inm := r.Header["If-None-Match"]; inm != nil && etagListMatches(inm, f.hETag[0]) &&
+			r.Header["If-Match"] == nil && r.Header["If-Unmodified-Since"] == nil {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	} else {
+		h["Cache-Control"] = s.hdr.revalidate
+	}
 	head := r.Method == http.MethodHead
-	cond := status == http.StatusOK && conditional(r.Header)
+	full := status != http.StatusOK || !needsServeContent(r.Header)
 	var (
 		data []byte
 		obj  blob.Object
 		err  error
 	)
-	if !head || cond {
+	if !head || !full {
 		data, obj, err = s.content.get(ctx, s.store, f)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Error("cannot read site file", "path", f.path, "digest", f.digest, "err", err)
 			}
+			delete(h, "Etag")
 			s.plain(w, r, http.StatusBadGateway, s.hdr.noStore)
 			return
 		}
@@ -289,22 +304,17 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, f *file, stat
 			defer obj.Close()
 		}
 	}
-	h := w.Header()
 	h["Content-Type"] = f.hType
 	h["X-Content-Type-Options"] = s.hdr.nosniff
-	if status != http.StatusOK {
-		h["Cache-Control"] = s.hdr.revalidate
-	} else {
-		h["Cache-Control"] = f.hCache
-		h["Etag"] = f.hETag
-		if cond {
-			var rs io.ReadSeeker = obj
-			if obj == nil {
-				rs = bytes.NewReader(data)
-			}
-			http.ServeContent(w, r, "", time.Time{}, rs)
-			return
+	if !full {
+		var rs io.ReadSeeker = obj
+		if obj == nil {
+			rs = bytes.NewReader(data)
 		}
+		http.ServeContent(w, r, "", time.Time{}, rs)
+		return
+	}
+	if status == http.StatusOK {
 		h["Accept-Ranges"] = s.hdr.bytes
 	}
 	h["Content-Length"] = f.hLength
@@ -324,14 +334,31 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, f *file, stat
 	}
 }
 
-// conditional reports whether the request carries headers that need
-// http.ServeContent: preconditions or a byte range.
-func conditional(h http.Header) bool {
+// needsServeContent reports whether the request carries a byte range or a
+// precondition the fast path does not implement. (If-Modified-Since alone
+// needs nothing: without Last-Modified it is ignored.)
+func needsServeContent(h http.Header) bool {
 	if len(h) == 0 {
 		return false
 	}
-	return h["Range"] != nil || h["If-None-Match"] != nil || h["If-Modified-Since"] != nil ||
-		h["If-Match"] != nil || h["If-Unmodified-Since"] != nil
+	return h["Range"] != nil || h["If-Match"] != nil || h["If-Unmodified-Since"] != nil
+}
+
+// etagListMatches reports whether an If-None-Match header (one or more
+// comma-separated lists) matches etag by the weak comparison RFC 9110
+// prescribes for it: "*" matches anything, W/ prefixes are ignored.
+func etagListMatches(lists []string, etag string) bool {
+	for _, l := range lists {
+		for l != "" {
+			var item string
+			item, l, _ = strings.Cut(l, ",")
+			item = strings.TrimSpace(item)
+			if item == "*" || strings.TrimPrefix(item, "W/") == etag {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // plain writes the edge's own small HTML answer for status.
@@ -366,7 +393,7 @@ func statusPage(status int) string {
 // is in place (or the read failed: the previous state, if any, stays
 // served). Calling it again for the same move is harmless.
 func (s *Server) Refresh(ctx context.Context, tenant string) error {
-	if !ValidTenant(tenant) {
+	if !validTenant(tenant) {
 		return fmt.Errorf("edge refresh %q: invalid tenant id", tenant)
 	}
 	t := s.tenantEntry(tenant)
@@ -376,10 +403,10 @@ func (s *Server) Refresh(ctx context.Context, tenant string) error {
 	return nil
 }
 
-// ValidTenant reports whether id is a tenant id the edge can route to: a
+// validTenant reports whether id is a tenant id the edge can route to: a
 // DNS label of 3 to 63 characters of [a-z0-9-], not starting or ending
 // with '-' (the rule the domain enforces when tenants are created).
-func ValidTenant(id string) bool {
+func validTenant(id string) bool {
 	if len(id) < 3 || len(id) > 63 || id[0] == '-' || id[len(id)-1] == '-' {
 		return false
 	}

@@ -375,6 +375,22 @@ func TestConditionalRangeHead(t *testing.T) {
 			if r := e.get(t, "acme.localhost", tc.path, "If-None-Match", `"other"`); r.status != 200 || r.body != tc.body {
 				t.Errorf("If-None-Match other: %d, want 200 with the body", r.status)
 			}
+			if r.header.Get("Content-Type") != "" {
+				t.Errorf("304 has Content-Type %q", r.header.Get("Content-Type"))
+			}
+			if r := e.do(t, http.MethodHead, "acme.localhost", tc.path, "If-None-Match", etag); r.status != http.StatusNotModified {
+				t.Errorf("HEAD If-None-Match: %d, want 304", r.status)
+			}
+			// If-None-Match wins over Range.
+			if r := e.get(t, "acme.localhost", tc.path, "If-None-Match", etag, "Range", "bytes=0-1"); r.status != http.StatusNotModified {
+				t.Errorf("If-None-Match + Range: %d, want 304", r.status)
+			}
+			if r := e.get(t, "acme.localhost", tc.path, "If-Match", `"other"`); r.status != http.StatusPreconditionFailed {
+				t.Errorf("If-Match other: %d, want 412", r.status)
+			}
+			if r := e.get(t, "acme.localhost", tc.path, "If-Match", etag); r.status != 200 || r.body != tc.body {
+				t.Errorf("If-Match: %d, want 200 with the body", r.status)
+			}
 
 			r = e.get(t, "acme.localhost", tc.path, "Range", "bytes=5-14")
 			if r.status != http.StatusPartialContent || r.body != tc.body[5:15] {
@@ -778,6 +794,18 @@ func TestCoalescedLoads(t *testing.T) {
 	if n := fst.pointerOpens.Load(); n != 1 {
 		t.Errorf("warm requests within the TTL read the pointer: %d reads", n)
 	}
+
+	// An unknown tenant is remembered as such (for a TTL), so repeated
+	// requests for it do not each read the store.
+	fst.delay = 0
+	for range 10 {
+		if r := e.get(t, "unknown.localhost", "/"); r.status != 404 {
+			t.Fatalf("unknown tenant: %d", r.status)
+		}
+	}
+	if n := fst.pointerOpens.Load(); n != 2 {
+		t.Errorf("10 requests for an unknown tenant read pointers %d times, want 1", n-1)
+	}
 }
 
 func TestMemoryCache(t *testing.T) {
@@ -794,6 +822,23 @@ func TestMemoryCache(t *testing.T) {
 	}
 	if r := e.get(t, "acme.localhost", "/"); r.status != 200 || r.body != "home" {
 		t.Errorf("cached content after blob deletion: %d %q", r.status, r.body)
+	}
+
+	// Revalidation and HEAD need no content: they work with the blob gone
+	// (and cost no store read, which matters with S3).
+	e3 := newEnv(t, st, edge.Options{MemoryCacheBytes: -1})
+	if err := e3.edge.Refresh(context.Background(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	etag := `"` + digest(t, st, "acme", build, "index.html") + `"`
+	if r := e3.get(t, "acme.localhost", "/", "If-None-Match", etag); r.status != http.StatusNotModified {
+		t.Errorf("If-None-Match with the blob gone: %d, want 304", r.status)
+	}
+	if r := e3.do(t, http.MethodHead, "acme.localhost", "/"); r.status != 200 || r.header.Get("Content-Length") != "4" {
+		t.Errorf("HEAD with the blob gone: %d Content-Length %q", r.status, r.header.Get("Content-Length"))
+	}
+	if r := e3.get(t, "acme.localhost", "/"); r.status != http.StatusBadGateway || r.header.Get("ETag") != "" {
+		t.Errorf("GET with the blob gone and no memory cache: %d ETag %q, want 502 without ETag", r.status, r.header.Get("ETag"))
 	}
 
 	// A tiny budget evicts, and every answer stays right.

@@ -38,11 +38,10 @@ func (s *Server) liveSite(ctx context.Context, name string) (*site, error) {
 	now := s.now()
 	s.mu.RLock()
 	t := s.tenants[name]
-	until, known := s.missing[name]
 	s.mu.RUnlock()
 
 	if t == nil {
-		if known && (s.ttl < 0 || now < until) {
+		if s.isMissing(name, now) {
 			return nil, nil
 		}
 		st, err := s.firstLoads.do(ctx, name, func(ctx context.Context) (*liveState, error) {
@@ -101,19 +100,30 @@ func (s *Server) firstLoad(ctx context.Context, name string) (*liveState, error)
 		s.rememberMissing(name, st.checked)
 		return st, nil
 	}
-	t := &tenant{name: name}
+	t := &tenant{name: strings.Clone(name)}
 	t.state.Store(st)
-	s.tenants[name] = t
+	s.tenants[t.name] = t
 	delete(s.missing, name)
 	return st, nil
 }
 
-// rememberMissing records that label (a tenant, or "<build>.<tenant>")
-// had nothing to serve at now. s.mu must be held.
+// isMissing reports whether label (a tenant, or "<build>.<tenant>") was
+// found to have nothing to serve less than a TTL ago.
+func (s *Server) isMissing(label string, now int64) bool {
+	s.mu.RLock()
+	until, ok := s.missing[label]
+	s.mu.RUnlock()
+	return ok && now < until
+}
+
+// rememberMissing records that label had nothing to serve at now, for a
+// TTL (DefaultPointerTTL if pointers never expire: Refresh forgets a
+// tenant's entry, but nothing would forget a deployment's). s.mu must be
+// held.
 func (s *Server) rememberMissing(label string, now int64) {
 	if len(s.missing) >= maxMissing {
 		for k, until := range s.missing {
-			if s.ttl >= 0 && until <= now {
+			if until <= now {
 				delete(s.missing, k)
 			}
 		}
@@ -121,11 +131,11 @@ func (s *Server) rememberMissing(label string, now int64) {
 			clear(s.missing)
 		}
 	}
-	until := now + s.ttl
-	if s.ttl < 0 {
-		until = now
+	ttl := s.ttl
+	if ttl < 0 {
+		ttl = int64(DefaultPointerTTL)
 	}
-	s.missing[strings.Clone(label)] = until
+	s.missing[strings.Clone(label)] = now + ttl
 }
 
 // tenantEntry returns the entry of tenant name, creating it (without state)
@@ -201,6 +211,7 @@ func (s *Server) readLive(ctx context.Context, tenant string, prev *liveState) (
 	start := s.now()
 	fail := func(err error) (*liveState, error) {
 		if prev == nil {
+			s.log.Error("cannot load tenant", "tenant", tenant, "err", err)
 			return nil, err
 		}
 		s.log.Warn("cannot reload tenant, serving the last good version", "tenant", tenant, "err", err)
@@ -220,9 +231,18 @@ func (s *Server) readLive(ctx context.Context, tenant string, prev *liveState) (
 	if prev != nil && prev.site != nil && prev.site.manifestKey == key {
 		return &liveState{site: prev.site, checked: start}, nil
 	}
+	// The version may be decoded already for its deployment URL (or a
+	// rollback returns to a recent version): share it.
+	label := buildLabel(ptr.BuildID) + "." + tenant
+	if st := s.builds.get(label); st != nil && st.manifestKey == key {
+		return &liveState{site: st, checked: start}, nil
+	}
 	st, err := s.loadSite(ctx, tenant, key)
 	if err != nil {
 		return fail(fmt.Errorf("pointer of %s names %s: %w", tenant, key, err))
+	}
+	if key == blob.ManifestKey(tenant, ptr.BuildID) {
+		s.builds.add(label, st)
 	}
 	return &liveState{site: st, checked: start}, nil
 }
@@ -252,10 +272,7 @@ func (s *Server) buildSite(ctx context.Context, label, tenant, build string) (*s
 		return st, nil
 	}
 	now := s.now()
-	s.mu.RLock()
-	until, known := s.missing[label]
-	s.mu.RUnlock()
-	if known && (s.ttl < 0 || now < until) {
+	if s.isMissing(label, now) {
 		return nil, nil
 	}
 	return s.buildLoads.do(ctx, label, func(ctx context.Context) (*site, error) {
@@ -268,6 +285,7 @@ func (s *Server) buildSite(ctx context.Context, label, tenant, build string) (*s
 			s.mu.Unlock()
 			return nil, nil
 		case err != nil:
+			s.log.Error("cannot load deployment", "tenant", tenant, "build", build, "err", err)
 			return nil, err
 		}
 		s.builds.add(strings.Clone(label), st)
