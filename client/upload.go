@@ -88,7 +88,10 @@ func (c *Client) Upload(ctx context.Context, tenant string, zip io.Reader, size 
 	writeErr := make(chan error, 1)
 	go func() {
 		err := writeMultipart(mw, cfg, func(w io.Writer) error {
-			return copyZip(&progressWriter{w: w, progress: progress}, zip, size)
+			if err := copyZip(&progressWriter{w: w, progress: progress}, zip, size); err != nil {
+				return &sourceError{err}
+			}
+			return nil
 		})
 		pw.CloseWithError(err) // nil: the reader sees io.EOF
 		writeErr <- err
@@ -99,9 +102,15 @@ func (c *Client) Upload(ctx context.Context, tenant string, zip io.Reader, size 
 	// closing the reader ends a writer blocked on the pipe.
 	pr.CloseWithError(errAnswered)
 	werr := <-writeErr
+	// Only a failure to read the ZIP says more than the transport's error;
+	// a closed pipe is a consequence of the request ending.
+	var srcErr *sourceError
+	if !errors.As(werr, &srcErr) {
+		srcErr = nil
+	}
 	if err != nil {
-		if werr != nil && !errors.Is(werr, errAnswered) {
-			return nil, fmt.Errorf("upload: %w", werr)
+		if srcErr != nil {
+			return nil, fmt.Errorf("upload: %w", srcErr)
 		}
 		return nil, fmt.Errorf("upload: %w", err)
 	}
@@ -110,9 +119,9 @@ func (c *Client) Upload(ctx context.Context, tenant string, zip io.Reader, size 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return nil, fmt.Errorf("upload: %w", readAPIError(resp))
 	}
-	if werr != nil && !errors.Is(werr, errAnswered) {
+	if srcErr != nil {
 		// The server accepted a body that could not be read to its end.
-		return nil, fmt.Errorf("upload: server answered %d but the upload failed: %w", resp.StatusCode, werr)
+		return nil, fmt.Errorf("upload: server answered %d but the upload failed: %w", resp.StatusCode, srcErr)
 	}
 	var body struct {
 		Data struct {
@@ -148,6 +157,13 @@ func (c *Client) Upload(ctx context.Context, tenant string, zip io.Reader, size 
 type constError string
 
 func (e constError) Error() string { return string(e) }
+
+// sourceError is a failure to read the ZIP being uploaded (as opposed to
+// a failure to send it).
+type sourceError struct{ err error }
+
+func (e *sourceError) Error() string { return e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
 
 // errAnswered ends the body writer once the server has answered.
 const errAnswered = constError("server answered before the upload was complete")

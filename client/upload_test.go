@@ -275,7 +275,8 @@ func TestUploadEarlyRejection(t *testing.T) {
 	defer ts.Close()
 
 	var progress progressLog
-	c := &Client{Server: ts.URL, Token: "t"}
+	var sent recordingTransport
+	c := &Client{Server: ts.URL, Token: "t", HTTP: &http.Client{Transport: &sent}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := c.Upload(ctx, "acme", io.LimitReader(zeroReader{}, size), size, nil, "k", progress.add)
@@ -286,9 +287,33 @@ func TestUploadEarlyRejection(t *testing.T) {
 	if got := gotLength.Load(); got <= size {
 		t.Errorf("server saw Content-Length %d, want more than the %d-byte zip", got, size)
 	}
+	// With "Expect: 100-continue" the transport waits for the server's
+	// go-ahead, which never comes: no byte of the ZIP is sent.
+	if got := sent.header().Get("Expect"); got != "100-continue" {
+		t.Errorf("Expect = %q, want 100-continue", got)
+	}
 	if calls := progress.get(); len(calls) > 0 && calls[len(calls)-1] >= size/2 {
 		t.Errorf("progress reached %d of %d: the body was sent anyway", calls[len(calls)-1], size)
 	}
+}
+
+// recordingTransport records the headers of the last request it sends.
+type recordingTransport struct {
+	mu sync.Mutex
+	h  http.Header
+}
+
+func (r *recordingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	r.mu.Lock()
+	r.h = req.Header.Clone()
+	r.mu.Unlock()
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+func (r *recordingTransport) header() http.Header {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.h
 }
 
 type zeroReader struct{}
@@ -335,5 +360,60 @@ func TestAPIErrorObjectForm(t *testing.T) {
 	var apiErr *APIError
 	if !errors.As(err, &apiErr) || apiErr.Error() != "403 forbidden: not a member" {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// failingReader fails after yielding some bytes, like a file on a failing disk.
+type failingReader struct{ n int }
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n <= 0 {
+		return 0, errors.New("disk on fire")
+	}
+	n := min(len(p), f.n)
+	clear(p[:n])
+	f.n -= n
+	return n, nil
+}
+
+func TestUploadErrorsNameTheCause(t *testing.T) {
+	// Nothing listens: the connection error is reported, not the pipe's.
+	ts := httptest.NewServer(http.NotFoundHandler())
+	addr := ts.URL
+	ts.Close()
+	c := &Client{Server: addr, Token: "t"}
+	_, err := c.Upload(context.Background(), "acme", strings.NewReader("PK"), 2, nil, "", nil)
+	if err == nil || strings.Contains(err.Error(), "closed pipe") || !IsTemporary(err) {
+		t.Errorf("no server: err = %v (temporary %v), want the connection error", err, IsTemporary(err))
+	}
+
+	// The ZIP cannot be read: that is the error, and it is not temporary.
+	srv := &uploadServer{}
+	ts = httptest.NewServer(srv)
+	defer ts.Close()
+	c = &Client{Server: ts.URL, Token: "t"}
+	_, err = c.Upload(context.Background(), "acme", &failingReader{n: 100 << 10}, 1<<20, nil, "", nil)
+	if err == nil || !strings.Contains(err.Error(), "disk on fire") {
+		t.Errorf("failing zip: err = %v", err)
+	}
+}
+
+func TestIsTemporary(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&APIError{Status: 503}, true},
+		{&APIError{Status: 429}, true},
+		{&APIError{Status: 408}, true},
+		{fmt.Errorf("upload: %w", &APIError{Status: 413}), false},
+		{&APIError{Status: 401}, false},
+		{context.Canceled, false},
+		{errors.New("read zip: boom"), false},
+		{nil, false},
+	} {
+		if got := IsTemporary(tc.err); got != tc.want {
+			t.Errorf("IsTemporary(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -923,7 +922,7 @@ func TestIdempotencyKeyConcurrent(t *testing.T) {
 	}
 	// The stored source is the one the event describes.
 	got := e.getBuild("acme", "alice", results[0].id)
-	obj, err := e.blobs.Open(context.Background(), blob.SourceKey("acme", got.ID))
+	obj, err := e.blobs.Open(context.Background(), e.sourceKey(t, got.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1314,7 +1313,7 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 	for _, in := range []string{"", "   ", "mb", "10xb", "10 mib", "10k", "10m", "10 bytes", "-1", "-5mb", "0", "0kb", "abc",
-		"1..5mb", "inf", "nan", "infmb", "1e400", "99999999pb", "10 mb extra"} {
+		"1..5mb", "inf", "nan", "infmb", "1e400", "99999999pb", "10 mb extra", "0.5", "0.1b"} {
 		if got, err := gateway.ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) = %d, want an error", in, got)
 		}
@@ -1415,20 +1414,11 @@ func TestEventsStream(t *testing.T) {
 	}
 }
 
-// TestIdempotencyKeyConcurrentDifferentBodies documents a known bug: racing
-// requests that share an Idempotency-Key but carry different ZIPs all write
-// the same source key (tenants/{t}/builds/{id}/source.zip) before the event
-// decides the winner, so a loser can overwrite the accepted build's source
-// with its own bytes. The stored blob then no longer matches the sha256 in
-// BuildRequested and the runner fails the build at "download". (A loser
-// whose RequestBuild fails for another reason, e.g. its client went away,
-// also deletes the shared key in undo.) Fixing it means giving each request
-// its own source key, or a create-if-absent Put: a layout decision, so the
-// test is skipped until then. Run with ZIPSHIP_KNOWN_BUGS=1.
+// TestIdempotencyKeyConcurrentDifferentBodies: racing requests that share
+// an Idempotency-Key but carry different ZIPs store their sources under keys
+// of their own, so the winner's source is never overwritten or removed by a
+// loser, and the stored blob matches the sha256 in BuildRequested.
 func TestIdempotencyKeyConcurrentDifferentBodies(t *testing.T) {
-	if os.Getenv("ZIPSHIP_KNOWN_BUGS") == "" {
-		t.Skip("known bug: concurrent same-key uploads overwrite the winner's source blob (set ZIPSHIP_KNOWN_BUGS=1)")
-	}
 	t.Parallel()
 	e := newEnv(t)
 	e.createTenant("alice", "acme")
@@ -1457,7 +1447,7 @@ func TestIdempotencyKeyConcurrentDifferentBodies(t *testing.T) {
 		t.Fatalf("builds = %d, want 1", len(l.Data.Builds))
 	}
 	b := l.Data.Builds[0]
-	obj, err := e.blobs.Open(context.Background(), blob.SourceKey("acme", b.ID))
+	obj, err := e.blobs.Open(context.Background(), e.sourceKey(t, b.ID))
 	if err != nil {
 		t.Fatalf("source of the accepted build: %v", err)
 	}
@@ -1466,5 +1456,24 @@ func TestIdempotencyKeyConcurrentDifferentBodies(t *testing.T) {
 	obj.Close()
 	if got := hex.EncodeToString(h.Sum(nil)); got != b.SourceSHA256 {
 		t.Fatalf("stored source sha256 %s, BuildRequested says %s", got, b.SourceSHA256)
+	}
+}
+
+// TestUnknownRoutes: unmatched requests get the JSON error shape; a known
+// path with the wrong method is 405 with Allow.
+func TestUnknownRoutes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.createTenant("alice", "acme")
+	var body struct{ Error, Message string }
+	r := e.request("PUT", "/api/builds/acme", "alice", nil, "")
+	r.decode(t, &body)
+	if r.status != http.StatusMethodNotAllowed || body.Error != "method_not_allowed" || !strings.Contains(r.header.Get("Allow"), "POST") {
+		t.Fatalf("PUT /api/builds/acme = %d %+v Allow=%q", r.status, body, r.header.Get("Allow"))
+	}
+	r = e.get("/api/nothing-here", "alice")
+	r.decode(t, &body)
+	if r.status != http.StatusNotFound || body.Error != "not_found" {
+		t.Fatalf("GET /api/nothing-here = %d %+v", r.status, body)
 	}
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/zipship/zipship/app"
 	"github.com/zipship/zipship/auth"
+	"github.com/zipship/zipship/domain"
 	"github.com/zipship/zipship/gateway"
 	"github.com/zipship/zipship/gateway/live"
 	blobfs "github.com/zipship/zipship/infra/blob/fs"
@@ -830,4 +831,23 @@ func (e *env) stallProjector(d time.Duration) {
 		db.Close()
 	}()
 	e.t.Cleanup(func() { <-released })
+}
+
+// sourceKey returns where the build's BuildRequested event says its source
+// is stored.
+func (e *env) sourceKey(t *testing.T, buildID string) string {
+	t.Helper()
+	b, err := e.app.Build(context.Background(), buildID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := e.events.ReadStream(context.Background(), domain.BuildStream(b.ID()), 1)
+	if err != nil || len(evs) == 0 {
+		t.Fatalf("read build stream: %v", err)
+	}
+	d, err := domain.Decode(evs[0].Type, evs[0].Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.(domain.BuildRequested).Source.Key
 }

@@ -100,11 +100,38 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/builds/{tenant}", s.authed(s.upload))
 	mux.HandleFunc("GET /api/builds/{tenant}", s.authed(s.listBuilds))
 	mux.HandleFunc("GET /api/builds/{tenant}/{build}", s.authed(s.getBuild))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	return s.recoverer(jsonFallback(mux))
+}
+
+// jsonFallback answers requests no route matches with the API's JSON error
+// shape: 405 (with Allow) when the path exists for other methods, else 404.
+func jsonFallback(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		probe := &statusRecorder{header: http.Header{}}
+		h.ServeHTTP(probe, r)
+		if probe.status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", probe.header.Get("Allow"))
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path)
+			return
+		}
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
-	return s.recoverer(mux)
 }
+
+// statusRecorder keeps what the mux's own fallback handlers answer.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (s *statusRecorder) Header() http.Header         { return s.header }
+func (s *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (s *statusRecorder) WriteHeader(code int)        { s.status = code }
 
 // handler is an authenticated handler; user is the token's subject.
 type handler func(w http.ResponseWriter, r *http.Request, user string)

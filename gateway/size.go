@@ -27,6 +27,9 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q: not a positive number", s)
 	}
 	v := f * mult
+	if v < 1 {
+		return 0, fmt.Errorf("size %q: less than one byte", s)
+	}
 	if v > math.MaxInt64/2 {
 		return 0, fmt.Errorf("size %q: too large", s)
 	}

@@ -259,9 +259,18 @@ func (s *Server) uploadFailed(w http.ResponseWriter, r *http.Request, tenant str
 func (s *Server) accept(w http.ResponseWriter, r *http.Request, tenant, user, buildID, idemKey string, up *received) {
 	ctx := r.Context()
 	now := time.Now().UTC()
+	// With an Idempotency-Key, racing requests share the build id: each
+	// stores its files under keys of its own, so the losers can remove theirs
+	// without touching the winner's.
+	sourceKey, envKey := blob.SourceKey(tenant, buildID), blob.EnvKey(tenant, buildID)
+	if idemKey != "" {
+		nonce := uuid.NewString()
+		sourceKey = strings.TrimSuffix(sourceKey, ".zip") + "-" + nonce + ".zip"
+		envKey = strings.TrimSuffix(envKey, ".json") + "-" + nonce + ".json"
+	}
 	req := domain.BuildRequested{
 		BuildID: buildID, TenantID: tenant, Version: "v" + strconv.FormatInt(now.UnixMilli(), 10), RequestedBy: user,
-		Source: domain.Source{Key: blob.SourceKey(tenant, buildID), SHA256: up.sha256, Size: up.size,
+		Source: domain.Source{Key: sourceKey, SHA256: up.sha256, Size: up.size,
 			Files: up.summary.Files, Uncompressed: up.summary.TotalUncompressed},
 		Config: up.config.domain(), IdempotencyKey: idemKey, At: now,
 	}
@@ -287,7 +296,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, tenant, user, bu
 	}
 	stored = append(stored, req.Source.Key)
 	if env := up.config.EnvironmentVariables; len(env) > 0 {
-		req.EnvKey = blob.EnvKey(tenant, buildID)
+		req.EnvKey = envKey
 		for name := range env {
 			req.EnvNames = append(req.EnvNames, name)
 		}
@@ -301,16 +310,15 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, tenant, user, bu
 		stored = append(stored, req.EnvKey)
 	}
 	res, err := s.app.RequestBuild(ctx, meta(r), req)
-	if errors.Is(err, domain.ErrBuildExists) && idemKey != "" {
-		// A concurrent request with the same key won; answer with its build.
-		// Our blobs share its keys, so they are not removed.
-		if b, berr := s.app.Build(ctx, buildID); berr == nil {
-			s.replay(w, r, tenant, b)
-			return
-		}
-	}
 	if err != nil {
 		undo()
+		if errors.Is(err, domain.ErrBuildExists) && idemKey != "" {
+			// A concurrent request with the same key won: answer with its build.
+			if b, berr := s.app.Build(ctx, buildID); berr == nil {
+				s.replay(w, r, tenant, b)
+				return
+			}
+		}
 		s.fail(w, r, tenant, err)
 		return
 	}

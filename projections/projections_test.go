@@ -1015,6 +1015,13 @@ func TestRebuildEquality(t *testing.T) {
 	if cp, err := db.Checkpoint(ctx); err != nil || cp != 0 {
 		t.Errorf("Checkpoint after Reset = %d, %v", cp, err)
 	}
+	// WaitFor must not believe the old checkpoint any more.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	err = p.WaitFor(short, 1)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("WaitFor(1) right after Reset = %v, want DeadlineExceeded", err)
+	}
 	if n, err := projections.Rebuild(ctx, store, db); err != nil || n != int64(len(all)) {
 		t.Fatalf("Rebuild after Reset = %d, %v", n, err)
 	}

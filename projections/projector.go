@@ -50,7 +50,8 @@ func NewProjector(events eventstore.Store, db *DB, log *slog.Logger) *Projector 
 // then subscribes after the checkpoint and applies each event as it comes,
 // batching whatever is already waiting in the subscription. An event that
 // cannot be decoded or applied stops Run with an error naming its position:
-// a fact is never skipped, and a restarted Run tries it again.
+// a fact is never skipped, and a restarted Run tries it again. Call Run
+// once at a time.
 func (p *Projector) Run(ctx context.Context) error {
 	p.mu.Lock()
 	if p.err != nil { // a previous Run failed: this one starts afresh
@@ -67,11 +68,15 @@ func (p *Projector) Run(ctx context.Context) error {
 	p.err = err
 	close(p.failed)
 	p.mu.Unlock()
-	p.log.ErrorContext(ctx, "projector failed", "err", err)
 	return err
 }
 
 func (p *Projector) run(ctx context.Context) error {
+	// End the subscription's goroutine when run fails too, not only when
+	// the caller's ctx ends.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
 	cp, err := p.catchUp(ctx)
 	if err != nil {
 		return err

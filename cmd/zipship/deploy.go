@@ -99,18 +99,19 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return fail("interrupted; build %s goes on on the server", res.BuildID)
+			return fail("interrupted (build %s goes on on the server)", res.BuildID)
 		}
 		return fail("%v (build %s may still finish on the server)", err, res.BuildID)
 	}
 	if out.Status != client.StatusSuccess {
+		if out.Retryable {
+			fmt.Fprintln(stderr, "  ✗ the platform failed, not the project: deploying again may work")
+		}
+		// The last line of stderr, in this exact form, for scripts.
 		if out.Step != "" {
 			fmt.Fprintf(stderr, "deploy failed at step %s: %s\n", out.Step, out.Error)
 		} else {
 			fmt.Fprintf(stderr, "deploy failed: %s\n", out.Error)
-		}
-		if out.Retryable {
-			fmt.Fprintln(stderr, "the cause was the platform, not the project: deploying again may work")
 		}
 		return 1
 	}
@@ -326,12 +327,12 @@ const barRedraw = 80 * time.Millisecond
 // textBar draws "uploading  45% [=======>       ] 1.2 MB / 2.7 MB" on one
 // terminal line, redrawn in place with a carriage return.
 //
-// TODO(deps): the brief asked for github.com/schollz/progressbar/v3, but
-// go.mod no longer requires it (a go mod tidy dropped it before deploy
-// used it). Once it is required again, this type can be replaced with
+// TODO(deps): this was meant to be github.com/schollz/progressbar/v3,
+// which go.mod does not require (any more); editing go.mod was out of
+// scope. Once it is required, replace this type with
 // progressbar.NewOptions64(size, OptionSetWriter(stderr),
 // OptionSetDescription("uploading"), OptionShowBytes(true),
-// OptionClearOnFinish()) and Set64/Clear.
+// OptionClearOnFinish()) and its Set64 and Clear methods.
 type textBar struct {
 	w    io.Writer
 	size int64
@@ -394,7 +395,7 @@ func printDeployEvent(w io.Writer, ev client.Event) {
 		if e.Status != client.StepFinished {
 			return
 		}
-		line := fmt.Sprintf("  ✓ %-8s %6s", e.Step, formatMillis(e.DurationMs))
+		line := fmt.Sprintf("  ✓ %-10s %6s", e.Step, formatMillis(e.DurationMs))
 		if e.Detail != "" {
 			line += "  " + e.Detail
 		}

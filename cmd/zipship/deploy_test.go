@@ -160,9 +160,9 @@ func TestRunDeploySuccess(t *testing.T) {
 		"zipped 2 files (",
 		"uploaded ",
 		"build b-1 queued (v1733)",
-		"  ✓ extract    12ms  3 files\n",
+		"  ✓ extract      12ms  3 files\n",
 		"  ↻ publish failed (attempt 1): blob store timeout; retrying in 1.5s\n",
-		"  ✓ publish    2.3s\n",
+		"  ✓ publish      2.3s\n",
 		"this version stays at http://b-1.acme.localhost:8081\n",
 	} {
 		if !strings.Contains(stderr, want) {
