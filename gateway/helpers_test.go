@@ -73,7 +73,7 @@ func newEnv(t *testing.T, tune ...func(*gateway.Config)) *env {
 	if os.Getenv("GATEWAY_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	e := &env{t: t, dir: dir, spool: filepath.Join(dir, "spool"), log: log}
+	e := &env{t: t, dir: dir, spool: filepath.Join(dir, "blobs", ".tmp"), log: log}
 	if err := os.MkdirAll(e.spool, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,6 @@ func newEnv(t *testing.T, tune ...func(*gateway.Config)) *env {
 	cfg := gateway.Config{
 		Secret:        testSecret,
 		MaxUploadSize: 1 << 20,
-		SpoolDir:      e.spool,
 		URLs:          testURLs,
 		Log:           log,
 	}

@@ -9,7 +9,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -35,8 +34,6 @@ type Config struct {
 	MaxUploadSize int64
 	// ZipLimits are the rules every upload's central directory must pass.
 	ZipLimits archive.Limits
-	// SpoolDir holds uploads while they are hashed and validated.
-	SpoolDir string
 	// URLs builds a tenant's live URL and a build's permanent URL.
 	URLs live.URLs
 	// Refresher is told when a rollback moved a pointer.
@@ -67,9 +64,6 @@ func New(a *app.App, rm *projections.DB, waiter Waiter, hub *live.Hub, cfg Confi
 	}
 	if cfg.ZipLimits == (archive.Limits{}) {
 		cfg.ZipLimits = archive.DefaultLimits()
-	}
-	if cfg.SpoolDir == "" {
-		cfg.SpoolDir = os.TempDir()
 	}
 	if cfg.ReadYourWrites == 0 {
 		cfg.ReadYourWrites = 2 * time.Second

@@ -9,9 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,8 +46,8 @@ type buildConfigBody struct {
 	EnvironmentVariables map[string]string `json:"environmentVariables"`
 }
 
-// upload handles POST /api/builds/{tenant}: the ZIP is streamed to a spool
-// file while hashed and counted, its central directory is validated, then
+// upload handles POST /api/builds/{tenant}: the ZIP is streamed into blob
+// storage while hashed and counted, its central directory is validated, then
 // it is stored and BuildRequested appended. Only then is the upload
 // acknowledged with 202; any failure before leaves no build, no event and no
 // blob behind.
@@ -90,31 +90,49 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, user string) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 
-	up, err := s.receive(r)
-	if up != nil {
-		defer up.cleanup()
+	// With an Idempotency-Key, racing requests share the build id: each
+	// stores its files under keys of its own, so the losers can remove theirs
+	// without touching the winner's.
+	sourceKey, envKey := blob.SourceKey(tenant, buildID.String()), blob.EnvKey(tenant, buildID.String())
+	if idemKey != "" {
+		nonce := uuid.NewString()
+		sourceKey = strings.TrimSuffix(sourceKey, ".zip") + "-" + nonce + ".zip"
+		envKey = strings.TrimSuffix(envKey, ".json") + "-" + nonce + ".json"
 	}
-	if err != nil {
+	up := &received{blobs: s.app.Blobs(), log: s.log, sourceKey: sourceKey, envKey: envKey}
+	if err := s.receive(r, up); err != nil {
+		up.undo()
 		s.uploadFailed(w, r, tenant, err)
 		return
 	}
 	s.accept(w, r, tenant, user, buildID.String(), idemKey, up)
 }
 
-// received is a spooled, validated upload.
+// received is an upload being stored: the blobs it wrote are removed by
+// undo unless BuildRequested made them part of a build.
 type received struct {
-	spool   *os.File
-	size    int64
-	sha256  string
-	summary *archive.Summary
-	config  buildConfigBody
+	blobs     blob.Store
+	log       *slog.Logger
+	sourceKey string
+	envKey    string
+	stored    []string
+	size      int64
+	sha256    string
+	summary   *archive.Summary
+	config    buildConfigBody
 }
 
-func (u *received) cleanup() {
-	if u.spool != nil {
-		u.spool.Close()
-		os.Remove(u.spool.Name())
+// undo removes what the upload stored: never leave a blob without its
+// event. It uses a fresh context, as the request's may be why we undo.
+func (u *received) undo() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, k := range u.stored {
+		if err := u.blobs.Delete(ctx, k); err != nil {
+			u.log.Error("remove orphan blob", "key", k, "err", err)
+		}
 	}
+	u.stored = nil
 }
 
 // errTooLarge marks an upload over the size cap.
@@ -130,13 +148,13 @@ type badRequest struct {
 func (e *badRequest) Error() string { return e.msg }
 
 // receive reads the multipart body: the buildConfig field into memory, the
-// file field into a spool file, then validates both.
-func (s *Server) receive(r *http.Request) (*received, error) {
+// file field straight into blob storage (hashed and counted on the way), then
+// validates both; the ZIP's central directory is read back from the store.
+func (s *Server) receive(r *http.Request, up *received) error {
 	mr, err := r.MultipartReader()
 	if err != nil {
-		return nil, &badRequest{http.StatusBadRequest, "invalid_multipart", "multipart body: " + err.Error()}
+		return &badRequest{http.StatusBadRequest, "invalid_multipart", "multipart body: " + err.Error()}
 	}
-	up := &received{}
 	var haveFile, haveConfig bool
 	var configRaw []byte
 	for {
@@ -145,65 +163,87 @@ func (s *Server) receive(r *http.Request) (*received, error) {
 			break
 		}
 		if err != nil {
-			return up, readErr(err)
+			return readErr(err)
 		}
 		switch part.FormName() {
 		case "file":
 			if haveFile {
-				return up, &badRequest{http.StatusBadRequest, "invalid_multipart", "more than one 'file' field"}
+				return &badRequest{http.StatusBadRequest, "invalid_multipart", "more than one 'file' field"}
 			}
 			haveFile = true
-			if err := s.spool(up, part); err != nil {
-				return up, err
+			if err := s.store(r.Context(), up, part); err != nil {
+				return err
 			}
 		case "buildConfig":
 			if haveConfig {
-				return up, &badRequest{http.StatusBadRequest, "invalid_multipart", "more than one 'buildConfig' field"}
+				return &badRequest{http.StatusBadRequest, "invalid_multipart", "more than one 'buildConfig' field"}
 			}
 			haveConfig = true
 			configRaw, err = io.ReadAll(io.LimitReader(part, maxConfigSize+1))
 			if err != nil {
-				return up, readErr(err)
+				return readErr(err)
 			}
 			if len(configRaw) > maxConfigSize {
-				return up, &badRequest{http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("buildConfig exceeds %d bytes", maxConfigSize)}
+				return &badRequest{http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("buildConfig exceeds %d bytes", maxConfigSize)}
 			}
 		default:
-			return up, &badRequest{http.StatusBadRequest, "invalid_multipart", fmt.Sprintf("unknown field %q: send 'file' and optionally 'buildConfig'", part.FormName())}
+			return &badRequest{http.StatusBadRequest, "invalid_multipart", fmt.Sprintf("unknown field %q: send 'file' and optionally 'buildConfig'", part.FormName())}
 		}
 		part.Close()
 	}
 	if !haveFile {
-		return up, &badRequest{http.StatusBadRequest, "missing_file", "the 'file' field with the ZIP is required"}
+		return &badRequest{http.StatusBadRequest, "missing_file", "the 'file' field with the ZIP is required"}
 	}
 	if err := parseConfig(configRaw, &up.config); err != nil {
-		return up, err
+		return err
 	}
-	sum, err := archive.Validate(up.spool, up.size, s.cfg.ZipLimits)
+	obj, err := up.blobs.Open(r.Context(), up.sourceKey)
 	if err != nil {
-		return up, err
+		return fmt.Errorf("reopen source: %w", err)
+	}
+	defer obj.Close()
+	sum, err := archive.Validate(obj, up.size, s.cfg.ZipLimits)
+	if err != nil {
+		return err
 	}
 	up.summary = sum
-	return up, nil
+	return nil
 }
 
-// spool streams the file part to a temporary file, hashing and counting.
-func (s *Server) spool(up *received, part io.Reader) error {
-	f, err := os.CreateTemp(s.cfg.SpoolDir, "upload-*.zip")
-	if err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	up.spool = f
+// store streams the file part into blob storage under the source key,
+// hashing and counting; over the size cap it fails with errTooLarge.
+func (s *Server) store(ctx context.Context, up *received, part io.Reader) error {
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(part, s.cfg.MaxUploadSize+1))
+	var rerr error
+	body := &readWatch{r: io.LimitReader(part, s.cfg.MaxUploadSize+1), err: &rerr}
+	up.stored = append(up.stored, up.sourceKey)
+	n, err := up.blobs.Put(ctx, up.sourceKey, io.TeeReader(body, h))
+	if rerr != nil {
+		return readErr(rerr)
+	}
 	if err != nil {
-		return readErr(err)
+		return fmt.Errorf("store source: %w", err)
 	}
 	if n > s.cfg.MaxUploadSize {
 		return errTooLarge
 	}
 	up.size, up.sha256 = n, hex.EncodeToString(h.Sum(nil))
 	return nil
+}
+
+// readWatch remembers the error reading the request body, to tell a client
+// failure (400, 413) from a storage failure (500) when Put fails.
+type readWatch struct {
+	r   io.Reader
+	err *error
+}
+
+func (w *readWatch) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	if err != nil && err != io.EOF {
+		*w.err = err
+	}
+	return n, err
 }
 
 // readErr classifies an error reading the request body.
@@ -259,59 +299,29 @@ func (s *Server) uploadFailed(w http.ResponseWriter, r *http.Request, tenant str
 func (s *Server) accept(w http.ResponseWriter, r *http.Request, tenant, user, buildID, idemKey string, up *received) {
 	ctx := r.Context()
 	now := time.Now().UTC()
-	// With an Idempotency-Key, racing requests share the build id: each
-	// stores its files under keys of its own, so the losers can remove theirs
-	// without touching the winner's.
-	sourceKey, envKey := blob.SourceKey(tenant, buildID), blob.EnvKey(tenant, buildID)
-	if idemKey != "" {
-		nonce := uuid.NewString()
-		sourceKey = strings.TrimSuffix(sourceKey, ".zip") + "-" + nonce + ".zip"
-		envKey = strings.TrimSuffix(envKey, ".json") + "-" + nonce + ".json"
-	}
 	req := domain.BuildRequested{
 		BuildID: buildID, TenantID: tenant, Version: "v" + strconv.FormatInt(now.UnixMilli(), 10), RequestedBy: user,
-		Source: domain.Source{Key: sourceKey, SHA256: up.sha256, Size: up.size,
+		Source: domain.Source{Key: up.sourceKey, SHA256: up.sha256, Size: up.size,
 			Files: up.summary.Files, Uncompressed: up.summary.TotalUncompressed},
 		Config: up.config.domain(), IdempotencyKey: idemKey, At: now,
 	}
-	var stored []string
-	undo := func() {
-		// Never leave a blob without its event. A fresh context: the
-		// request's may be the reason we are undoing.
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		for _, k := range stored {
-			if err := s.app.Blobs().Delete(cctx, k); err != nil {
-				s.log.Error("remove orphan blob", "key", k, "err", err)
-			}
-		}
-	}
-	if _, err := up.spool.Seek(0, io.SeekStart); err != nil {
-		s.fail(w, r, tenant, fmt.Errorf("rewind spool: %w", err))
-		return
-	}
-	if _, err := s.app.Blobs().Put(ctx, req.Source.Key, up.spool); err != nil {
-		s.fail(w, r, tenant, fmt.Errorf("store source: %w", err))
-		return
-	}
-	stored = append(stored, req.Source.Key)
 	if env := up.config.EnvironmentVariables; len(env) > 0 {
-		req.EnvKey = envKey
+		req.EnvKey = up.envKey
 		for name := range env {
 			req.EnvNames = append(req.EnvNames, name)
 		}
 		sort.Strings(req.EnvNames)
 		data, _ := json.Marshal(env)
+		up.stored = append(up.stored, req.EnvKey)
 		if _, err := s.app.Blobs().Put(ctx, req.EnvKey, bytes.NewReader(data)); err != nil {
-			undo()
+			up.undo()
 			s.fail(w, r, tenant, fmt.Errorf("store environment: %w", err))
 			return
 		}
-		stored = append(stored, req.EnvKey)
 	}
 	res, err := s.app.RequestBuild(ctx, meta(r), req)
 	if err != nil {
-		undo()
+		up.undo()
 		if errors.Is(err, domain.ErrBuildExists) && idemKey != "" {
 			// A concurrent request with the same key won: answer with its build.
 			if b, berr := s.app.Build(ctx, buildID); berr == nil {

@@ -35,7 +35,12 @@ type Config struct {
 	ZipLimits archive.Limits
 	// Refresher is told when a tenant's pointer moved.
 	Refresher cdn.Refresher
-	Log       *slog.Logger
+	// RetryDelay, when set, is the wait before the attempt after attempt
+	// failed with an infrastructure error. Nil waits the RetryInMs the
+	// BuildAttemptFailed event recorded (domain.RetryDelay: 2 s, 4 s).
+	// Tests set it to shorten the backoff.
+	RetryDelay func(attempt int) time.Duration
+	Log        *slog.Logger
 }
 
 // Runner runs builds.
@@ -122,10 +127,14 @@ func (r *Runner) Handle(ctx context.Context, meta app.Meta, buildID string) erro
 		if !ok {
 			return nil
 		}
+		wait := time.Duration(retry.RetryInMs) * time.Millisecond
+		if r.cfg.RetryDelay != nil {
+			wait = r.cfg.RetryDelay(retry.Attempt)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Duration(retry.RetryInMs) * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
 }

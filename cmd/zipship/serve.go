@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -62,17 +61,16 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 // already stored), stop the runner (an interrupted build is redelivered on
 // the next start), close the stores.
 func serve(ctx context.Context, c config, log *slog.Logger) error {
-	for _, d := range []string{c.dataDir, c.path("tmp"), c.path("work")} {
+	for _, d := range []string{c.dataDir, c.path("work")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	// Leftovers of a crash: half-received uploads and workspaces.
-	for _, d := range []string{c.path("tmp"), c.path("work")} {
-		ents, _ := os.ReadDir(d)
-		for _, e := range ents {
-			os.RemoveAll(filepath.Join(d, e.Name()))
-		}
+	// Leftovers of a crash: workspaces. (The blob store removes its own
+	// stale temporary files.)
+	ents, _ := os.ReadDir(c.path("work"))
+	for _, e := range ents {
+		os.RemoveAll(c.path("work", e.Name()))
 	}
 	secret, err := auth.LoadSecret(os.Getenv("ZIPSHIP_JWT_SECRET"), c.dataDir, true)
 	if err != nil {
@@ -99,7 +97,7 @@ func serve(ctx context.Context, c config, log *slog.Logger) error {
 	hub := live.NewHub(events, c.urls(), log.With("component", "live"))
 	gw := gateway.New(a, rm, projector, hub, gateway.Config{
 		Secret: secret, MaxUploadSize: c.maxUploadSize, ZipLimits: archive.DefaultLimits(),
-		SpoolDir: c.path("tmp"), URLs: c.urls(), Refresher: edgeSrv, Log: log.With("component", "gateway"),
+		URLs: c.urls(), Refresher: edgeSrv, Log: log.With("component", "gateway"),
 	})
 	runner := runners.New(a, runners.Config{WorkDir: c.path("work"), ZipLimits: archive.DefaultLimits(),
 		Refresher: edgeSrv, Log: log.With("component", "runner")})
