@@ -12,11 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
+
+	"github.com/schollz/progressbar/v3"
 
 	"github.com/zipship/zipship/client"
 )
@@ -317,59 +317,15 @@ func uploadProgress(stderr io.Writer, size int64, quiet bool) (progress func(int
 	if quiet || size <= 0 || !isTerminal(stderr) {
 		return nil, func() {}
 	}
-	bar := &textBar{w: stderr, size: size}
-	return bar.set, bar.clear
-}
-
-// barRedraw is how often the upload bar is redrawn at most.
-const barRedraw = 80 * time.Millisecond
-
-// textBar draws "uploading  45% [=======>       ] 1.2 MB / 2.7 MB" on one
-// terminal line, redrawn in place with a carriage return.
-//
-// TODO(deps): this was meant to be github.com/schollz/progressbar/v3,
-// which go.mod does not require (any more); editing go.mod was out of
-// scope. Once it is required, replace this type with
-// progressbar.NewOptions64(size, OptionSetWriter(stderr),
-// OptionSetDescription("uploading"), OptionShowBytes(true),
-// OptionClearOnFinish()) and its Set64 and Clear methods.
-type textBar struct {
-	w    io.Writer
-	size int64
-
-	mu    sync.Mutex
-	drawn int // width of the line on screen, 0 when none
-	last  time.Time
-}
-
-func (b *textBar) set(sent int64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	now := time.Now()
-	if b.drawn > 0 && sent < b.size && now.Sub(b.last) < barRedraw {
-		return
-	}
-	b.last = now
-	const width = 30
-	frac := min(float64(sent)/float64(b.size), 1)
-	filled := int(frac * width)
-	bar := strings.Repeat("=", filled)
-	if filled < width {
-		bar += ">" + strings.Repeat(" ", width-filled-1)
-	}
-	line := fmt.Sprintf("uploading %3.0f%% [%s] %s / %s", frac*100, bar, formatSize(sent), formatSize(b.size))
-	pad := max(b.drawn-utf8.RuneCountInString(line), 0)
-	fmt.Fprintf(b.w, "\r%s%s", line, strings.Repeat(" ", pad))
-	b.drawn = utf8.RuneCountInString(line) + pad
-}
-
-func (b *textBar) clear() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.drawn > 0 {
-		fmt.Fprintf(b.w, "\r%s\r", strings.Repeat(" ", b.drawn))
-		b.drawn = 0
-	}
+	bar := progressbar.NewOptions64(size,
+		progressbar.OptionSetWriter(stderr),
+		progressbar.OptionSetDescription("uploading"),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(80*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+	return func(sent int64) { _ = bar.Set64(sent) }, func() { _ = bar.Finish() }
 }
 
 // isTerminal reports whether w is a character device such as a terminal.

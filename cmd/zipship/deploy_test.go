@@ -345,21 +345,6 @@ func TestFormatters(t *testing.T) {
 	}
 }
 
-func TestTextBar(t *testing.T) {
-	var buf bytes.Buffer
-	b := &textBar{w: &buf, size: 2048}
-	b.set(1024)
-	b.set(2048)
-	b.clear()
-	out := buf.String()
-	if !strings.Contains(out, "uploading  50% [===============>") || !strings.Contains(out, "uploading 100% [==============================] 2.0 KB / 2.0 KB") {
-		t.Errorf("bar output: %q", out)
-	}
-	if !strings.HasSuffix(out, "\r") {
-		t.Errorf("bar not cleared: %q", out)
-	}
-}
-
 func TestWithRootPath(t *testing.T) {
 	for in, want := range map[string]string{
 		"http://acme.localhost:8081":     "http://acme.localhost:8081/",
