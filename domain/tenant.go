@@ -37,9 +37,6 @@ const (
 // Valid reports whether r is one of the three roles.
 func (r Role) Valid() bool { return r == RoleOwner || r == RoleAdmin || r == RoleMember }
 
-// manages reports whether r may manage members and deployments.
-func (r Role) manages() bool { return r == RoleOwner || r == RoleAdmin }
-
 var tenantIDPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 
 // ValidateTenantID checks that id can be a DNS label of 3 to 63 characters

@@ -106,11 +106,6 @@ func TestRoleValid(t *testing.T) {
 			t.Errorf("%q.Valid() = true", r)
 		}
 	}
-	for r, want := range map[Role]bool{RoleOwner: true, RoleAdmin: true, RoleMember: false, "": false, "root": false} {
-		if got := r.manages(); got != want {
-			t.Errorf("%q.manages() = %v, want %v", r, got, want)
-		}
-	}
 }
 
 func TestTenantCreate(t *testing.T) {

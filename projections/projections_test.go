@@ -471,7 +471,7 @@ func TestTenantsNeverMix(t *testing.T) {
 			r := evs[0].(domain.BuildRequested)
 			r.IdempotencyKey = "same-key-" + fmt.Sprint(i)
 			evs[0] = r
-			pos = appendEvents(t, store, tenant, evs...)
+			appendEvents(t, store, tenant, evs...)
 		}
 	}
 	pos = appendEvents(t, store, "beta", domain.DeploymentActivated{TenantID: "beta", BuildID: "beta-2", Version: "v2",

@@ -31,7 +31,6 @@ const (
 // env is an edge server over a real filesystem blob store, reached through
 // a real HTTP server.
 type env struct {
-	t     *testing.T
 	store blob.Store
 	edge  *edge.Server
 	srv   *httptest.Server
