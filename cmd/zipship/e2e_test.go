@@ -3,6 +3,7 @@ package main
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
 )
 
 // binary is the zipship executable the end-to-end tests run as separate
@@ -316,6 +320,8 @@ func TestEndToEnd(t *testing.T) {
 	}
 	first := builds.Data.Builds[0]
 
+	checkWebSocket(t, s, "acme", token, mintToken(t, dataDir, "mallory"))
+
 	writeSite(t, site, siteFiles("v2"))
 	out, errOut, code = deploy(t, s, token, "acme", site)
 	if code != 0 || lastLine(out) != wantURL {
@@ -366,6 +372,8 @@ func TestEndToEnd(t *testing.T) {
 	}
 	checkPage("/", 200, "home v1") // the failure did not touch the live site
 
+	live := readModels(t, s, "acme", token)
+
 	// SIGTERM: a clean stop.
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
@@ -377,6 +385,67 @@ func TestEndToEnd(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("serve did not stop after SIGTERM")
+	}
+
+	// The read models rebuilt from the events equal the live ones.
+	out, errOut, code = zipship(t, "projections", "rebuild", "--data-dir", dataDir)
+	if code != 0 || !strings.Contains(out, "rebuilt read models from") {
+		t.Fatalf("projections rebuild: exit %d\n%s%s", code, out, errOut)
+	}
+	s.start(strings.TrimPrefix(s.api, "http://"))
+	if rebuilt := readModels(t, s, "acme", token); rebuilt != live {
+		t.Fatalf("read models differ after rebuild:\nlive:    %s\nrebuilt: %s", live, rebuilt)
+	}
+	checkPage("/", 200, "home v1")
+}
+
+// readModels returns the API's view of tenant's builds and deployments.
+func readModels(t *testing.T, s *server, tenant, token string) string {
+	t.Helper()
+	var builds, deps json.RawMessage
+	if code := s.call("GET", "/api/builds/"+tenant+"?pageSize=100", token, nil, &builds); code != 200 {
+		t.Fatalf("list builds: %d", code)
+	}
+	if code := s.call("GET", "/api/tenants/"+tenant+"/deployments?pageSize=100", token, nil, &deps); code != 200 {
+		t.Fatalf("list deployments: %d", code)
+	}
+	return string(builds) + "\n" + string(deps)
+}
+
+// checkWebSocket follows the tenant's live events over a WebSocket
+// authenticated by the access_token query parameter (as browsers must) and
+// expects the first build's events; a non-member is refused with 404.
+func checkWebSocket(t *testing.T, s *server, tenant, token, stranger string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws := "ws" + strings.TrimPrefix(s.api, "http") + "/api/tenants/" + tenant + "/events?after=0&access_token="
+	_, resp, err := websocket.Dial(ctx, ws+stranger, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("WebSocket for a non-member: %v, %v; want 404", resp, err)
+	}
+	conn, _, err := websocket.Dial(ctx, ws+token, nil)
+	if err != nil {
+		t.Fatalf("WebSocket: %v", err)
+	}
+	defer conn.CloseNow()
+	var seen []string
+	for {
+		var msg struct {
+			ID    int64           `json:"id"`
+			Event string          `json:"event"`
+			Data  json.RawMessage `json:"data"`
+		}
+		if err := wsjson.Read(ctx, conn, &msg); err != nil {
+			t.Fatalf("WebSocket read after %v: %v", seen, err)
+		}
+		seen = append(seen, msg.Event)
+		if msg.Event == "build:completed" {
+			break
+		}
+	}
+	if seen[0] != "build:started" || count(seen, "build:step") < 10 {
+		t.Fatalf("WebSocket events: %v", seen)
 	}
 }
 
@@ -450,5 +519,94 @@ func TestKill9AfterAccept(t *testing.T) {
 	host := "crashy.localhost:" + s.edgePort
 	if code, b, _ := s.page(host, "/"); code != 200 || !strings.Contains(b, "survived") {
 		t.Fatalf("site after restart: %d %q", code, b)
+	}
+}
+
+// TestSIGTERMDuringUpload: an upload in flight when serve gets SIGTERM is
+// finished and acknowledged, and its build completes after the restart.
+func TestSIGTERMDuringUpload(t *testing.T) {
+	dataDir := t.TempDir()
+	token := mintToken(t, dataDir, "carol")
+	s := newServer(t, dataDir)
+	if code := s.call("POST", "/api/tenants", token, map[string]string{"tenantId": "drain"}, nil); code != 201 {
+		t.Fatalf("create tenant: %d", code)
+	}
+	var zbuf bytes.Buffer
+	zw := zip.NewWriter(&zbuf)
+	w, _ := zw.CreateHeader(&zip.FileHeader{Name: "big.bin", Method: zip.Store})
+	w.Write(bytes.Repeat([]byte("0123456789abcdef"), 1<<16)) // 1 MiB
+	w, _ = zw.Create("index.html")
+	io.WriteString(w, "<h1>drained</h1>")
+	zw.Close()
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	fw, _ := mw.CreateFormFile("file", "site.zip")
+	fw.Write(zbuf.Bytes())
+	mw.Close()
+	all := body.Bytes()
+
+	// Send the first half, SIGTERM, then the rest.
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("POST", s.api+"/api/builds/drain", pr)
+	req.ContentLength = int64(len(all))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	type result struct {
+		code int
+		id   string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		var a struct {
+			Data struct{ Build struct{ ID string } } `json:"data"`
+		}
+		json.NewDecoder(resp.Body).Decode(&a)
+		done <- result{code: resp.StatusCode, id: a.Data.Build.ID}
+	}()
+	half := len(all) / 2
+	if _, err := pw.Write(all[:half]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(300 * time.Millisecond)
+	if _, err := pw.Write(all[half:]); err != nil {
+		t.Fatalf("the server dropped the upload in flight: %v", err)
+	}
+	pw.Close()
+	res := <-done
+	if res.err != nil || res.code != http.StatusAccepted || res.id == "" {
+		t.Fatalf("upload across SIGTERM: %+v", res)
+	}
+	if err := s.cmd.Wait(); err != nil {
+		t.Fatalf("serve after SIGTERM: %v", err)
+	}
+
+	s.start(strings.TrimPrefix(s.api, "http://"))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var got struct {
+			Data struct{ Build struct{ Status string } } `json:"data"`
+		}
+		if code := s.call("GET", "/api/builds/drain/"+res.id, token, nil, &got); code != 200 {
+			t.Fatalf("acknowledged build lost: GET answered %d", code)
+		}
+		if got.Data.Build.Status == "success" {
+			break
+		}
+		if got.Data.Build.Status == "failed" || time.Now().After(deadline) {
+			t.Fatalf("acknowledged build ended %q", got.Data.Build.Status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, b, _ := s.page("drain.localhost:"+s.edgePort, "/"); code != 200 || !strings.Contains(b, "drained") {
+		t.Fatalf("site: %d %q", code, b)
 	}
 }

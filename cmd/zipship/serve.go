@@ -32,6 +32,9 @@ import (
 // after SIGTERM.
 const shutdownGrace = 30 * time.Second
 
+// buildDrain bounds how long a build in progress may finish after SIGTERM.
+const buildDrain = 10 * time.Second
+
 func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	fset := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fset.SetOutput(stderr)
@@ -125,18 +128,25 @@ func serve(ctx context.Context, c config, log *slog.Logger) error {
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
 	// Background roles stop when bg is cancelled, after the HTTP servers.
+	// The relay has its own context: it must stop before the router, or it
+	// would publish to a bus nobody listens to any more and move its
+	// checkpoint past events no runner saw.
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
+	relayCtx, stopRelay := context.WithCancel(bg)
+	defer stopRelay()
+	relayDone := make(chan struct{})
 	g, gctx := errgroup.WithContext(bg)
 	g.Go(func() error { return projector.Run(gctx) })
 	g.Go(func() error { return router.Run(gctx) })
 	g.Go(func() error {
+		defer close(relayDone)
 		select {
 		case <-router.Running():
 		case <-gctx.Done():
 			return nil
 		}
-		return relay.Run(gctx)
+		return relay.Run(relayCtx)
 	})
 	g.Go(func() error { return serveHTTP(apiSrv, apiLn) })
 	g.Go(func() error { return serveHTTP(siteSrv, edgeLn) })
@@ -158,8 +168,17 @@ func serve(ctx context.Context, c config, log *slog.Logger) error {
 	if err := siteSrv.Shutdown(sctx); err != nil {
 		log.Warn("edge shutdown", "err", err)
 	}
-	stopBG()
+	// Let the build in hand finish for a while; then the runner is
+	// cancelled and the interrupted request is redelivered after a restart.
+	stopRelay()
+	select {
+	case <-relayDone:
+	case <-time.After(buildDrain):
+		log.Warn("build still running; interrupting it", "waited", buildDrain)
+	}
 	router.Close()
+	<-relayDone
+	stopBG()
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
