@@ -596,7 +596,13 @@ func TestDeploymentsAndPointer(t *testing.T) {
 	back := domain.DeploymentRolledBack{TenantID: "acme", BuildID: "b1", Version: v1, ManifestKey: ok1.ManifestKey,
 		RolledBackBy: "carol", Previous: "b2", At: c.after(time.Second)}
 
+	if tenants, err := db.LiveTenants(ctx); err != nil || len(tenants) != 0 {
+		t.Fatalf("LiveTenants before any activation = %v, %v", tenants, err)
+	}
 	waitFor(t, p, appendEvents(t, store, "acme", act1))
+	if tenants, err := db.LiveTenants(ctx); err != nil || len(tenants) != 1 || tenants[0] != "acme" {
+		t.Fatalf("LiveTenants = %v, %v; want [acme]", tenants, err)
+	}
 	ptr, err := db.Pointer(ctx, "acme")
 	if err != nil || ptr.BuildID != "b1" {
 		t.Fatalf("pointer after first activation = %+v, %v", ptr, err)

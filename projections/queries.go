@@ -327,3 +327,28 @@ func (db *DB) Pointer(ctx context.Context, tenant string) (*Pointer, error) {
 	p.UpdatedAt = timeOf(at)
 	return &p, nil
 }
+
+// LiveTenants lists the tenants that have a live pointer, in order. Start-up
+// uses it to make every pointer object agree with the site streams again.
+func (db *DB) LiveTenants(ctx context.Context) ([]string, error) {
+	if db.isClosed() {
+		return nil, ErrClosed
+	}
+	rows, err := db.r.QueryContext(ctx, `SELECT tenant FROM pointers ORDER BY tenant`)
+	if err != nil {
+		return nil, fmt.Errorf("live tenants: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, fmt.Errorf("live tenants: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("live tenants: %w", err)
+	}
+	return out, nil
+}

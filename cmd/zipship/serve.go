@@ -148,6 +148,7 @@ func serve(ctx context.Context, c config, log *slog.Logger) error {
 		}
 		return relay.Run(relayCtx)
 	})
+	g.Go(func() error { return repairPointers(gctx, a, rm, projector, edgeSrv, log) })
 	g.Go(func() error { return serveHTTP(apiSrv, apiLn) })
 	g.Go(func() error { return serveHTTP(siteSrv, edgeLn) })
 	live, _ := c.urls()("example", "")
@@ -185,6 +186,30 @@ func serve(ctx context.Context, c config, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return err
+}
+
+// repairPointers makes every tenant's pointer object agree with its site
+// stream once the read models caught up: a crash between a pointer move's
+// event and its pointer write is repaired at the next start.
+func repairPointers(ctx context.Context, a *app.App, rm *projections.DB, p *projections.Projector, cdn *edge.Server, log *slog.Logger) error {
+	head, err := a.Events().Head(ctx)
+	if err != nil {
+		return fmt.Errorf("repair pointers: %w", err)
+	}
+	if err := p.WaitFor(ctx, head); err != nil {
+		return nil // shutting down
+	}
+	tenants, err := rm.LiveTenants(ctx)
+	if err != nil {
+		return fmt.Errorf("repair pointers: %w", err)
+	}
+	for _, t := range tenants {
+		if _, err := a.SyncPointer(ctx, t, cdn); err != nil {
+			log.Error("repair pointer", "tenant", t, "err", err)
+		}
+	}
+	log.Info("pointers checked", "tenants", len(tenants))
+	return nil
 }
 
 func serveHTTP(srv *http.Server, ln net.Listener) error {
