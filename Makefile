@@ -25,7 +25,7 @@ test:
 bench: build
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx >/dev/null; }
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./infra/eventstore/sqlite/
+	$(GO) run ./bench/eventstore
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./projections/
 	$(GO) run ./bench/upload
 	$(GO) run ./bench/edge
