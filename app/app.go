@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/google/uuid"
@@ -103,16 +104,27 @@ func (a *App) append(ctx context.Context, stream, tenant string, expected int64,
 	return res, nil
 }
 
+// conflictRetries bounds how often a command is decided again after losing
+// the race for its stream. Each retry first waits a random delay that grows
+// with the retries (up to 32 ms), so that writers racing on one stream
+// spread out instead of colliding again in lock step: ten concurrent
+// commands on one tenant must all get through.
+const conflictRetries = 20
+
 // retryOnConflict runs decide-and-append again when another writer got to
 // the stream first: the decision is remade on the fresh state.
 func retryOnConflict(ctx context.Context, fn func() (eventstore.AppendResult, error)) (eventstore.AppendResult, error) {
 	for i := 0; ; i++ {
 		res, err := fn()
-		if err == nil || !eventstore.IsConflict(err) || i == 4 {
+		if err == nil || !eventstore.IsConflict(err) || i == conflictRetries {
 			return res, err
 		}
-		if ctx.Err() != nil {
+		t := time.NewTimer(rand.N(time.Millisecond << min(i, 5)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return res, ctx.Err()
+		case <-t.C:
 		}
 	}
 }
