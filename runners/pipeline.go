@@ -168,6 +168,13 @@ func (p *pipeline) detect(ctx context.Context) (string, error) {
 		return "", app.UserError(fmt.Errorf("%w: %s found; building npm projects (Next.js, Vite, npm run build) is not available on this server yet — upload the built static output (with index.html) instead", ErrNeedsRunner, p.project.Rel(p.project.PackageJSON)))
 	}
 	p.siteDir = p.project.Dir
+	n, err := pruneSite(p.siteDir)
+	if err != nil {
+		return "", app.InfraError(err)
+	}
+	if n > 0 {
+		return fmt.Sprintf("static site: no build needed; %d files never published (.git, .env, .DS_Store, __MACOSX)", n), nil
+	}
 	return "static site: no build needed", nil
 }
 
