@@ -7,22 +7,39 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/zipship/zipship/liveevents"
 )
 
 // Event names on a tenant's event stream.
 const (
-	EventBuildStarted        = "build:started"
-	EventBuildStep           = "build:step"
-	EventBuildRetrying       = "build:retrying"
-	EventBuildCompleted      = "build:completed"
-	EventBuildFailed         = "build:failed"
-	EventDeploymentActivated = "deployment:activated"
+	EventBuildStarted        = liveevents.EventBuildStarted
+	EventBuildStep           = liveevents.EventBuildStep
+	EventBuildRetrying       = liveevents.EventBuildRetrying
+	EventBuildCompleted      = liveevents.EventBuildCompleted
+	EventBuildFailed         = liveevents.EventBuildFailed
+	EventDeploymentActivated = liveevents.EventDeploymentActivated
 )
 
 // Step statuses of a build:step event.
 const (
-	StepStarted  = "started"
-	StepFinished = "finished"
+	StepStarted  = liveevents.StepStarted
+	StepFinished = liveevents.StepFinished
+)
+
+// The payloads of the events, as Event.Decode returns them. They are the
+// server's own wire types (package liveevents), under the client's names;
+// each type's documentation says what its event means.
+type (
+	BuildStarted = liveevents.BuildStarted
+	// BuildStep is the payload of build:step, whichever its Status
+	// (StepStarted or StepFinished); DurationMs and Detail are only set
+	// when the step finished.
+	BuildStep           = liveevents.BuildStepFinished
+	BuildRetrying       = liveevents.BuildRetrying
+	BuildCompleted      = liveevents.BuildCompleted
+	BuildFailed         = liveevents.BuildFailed
+	DeploymentActivated = liveevents.DeploymentActivated
 )
 
 // Event is one Server-Sent Event of a tenant's event stream.
@@ -72,72 +89,6 @@ func (e Event) Decode() (any, error) {
 		return nil, fmt.Errorf("decode event %s (%s): %w", e.ID, e.Name, err)
 	}
 	return v, nil
-}
-
-// BuildStarted is the payload of build:started: an attempt of a build
-// began on a runner.
-type BuildStarted struct {
-	BuildID  string `json:"buildId"`
-	TenantID string `json:"tenantId"`
-	Version  string `json:"version"`
-	Attempt  int    `json:"attempt"`
-}
-
-// BuildStep is the payload of build:step: a pipeline step started or
-// finished.
-type BuildStep struct {
-	BuildID string `json:"buildId"`
-	Step    string `json:"step"`
-	// Status is StepStarted or StepFinished.
-	Status  string `json:"status"`
-	Attempt int    `json:"attempt"`
-	// DurationMs is set when Status is StepFinished.
-	DurationMs int64 `json:"durationMs,omitempty"`
-	// Detail is a short summary of a finished step, e.g. "3 files"; it may
-	// be empty.
-	Detail string `json:"detail,omitempty"`
-}
-
-// BuildRetrying is the payload of build:retrying: an attempt failed for an
-// infrastructure reason and will be retried.
-type BuildRetrying struct {
-	BuildID   string `json:"buildId"`
-	Attempt   int    `json:"attempt"`
-	Step      string `json:"step"`
-	Error     string `json:"error"`
-	RetryInMs int64  `json:"retryInMs"`
-}
-
-// BuildCompleted is the payload of build:completed: the build succeeded
-// and is live.
-type BuildCompleted struct {
-	BuildID       string `json:"buildId"`
-	Status        string `json:"status"`
-	DeploymentID  string `json:"deploymentId"`
-	URL           string `json:"url"`
-	DeploymentURL string `json:"deploymentUrl"`
-}
-
-// BuildFailed is the payload of build:failed: the build ended for good.
-type BuildFailed struct {
-	BuildID string `json:"buildId"`
-	Step    string `json:"step"`
-	Error   string `json:"error"`
-	// Retryable says the cause was infrastructure rather than the
-	// project: uploading again may work.
-	Retryable bool `json:"retryable"`
-}
-
-// DeploymentActivated is the payload of deployment:activated: the tenant's
-// live site now serves a new build.
-type DeploymentActivated struct {
-	TenantID     string `json:"tenantId"`
-	BuildID      string `json:"buildId"`
-	DeploymentID string `json:"deploymentId"`
-	Version      string `json:"version"`
-	URL          string `json:"url"`
-	// Previous is the build that was live before ("" for the first).
-	Previous string `json:"previous"`
 }
 
 // Scanner limits for the event stream.

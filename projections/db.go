@@ -20,13 +20,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
-	"runtime"
-	"strings"
 	"sync"
-	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"github.com/zipship/zipship/infra/sqlitedb"
 )
 
 // Sentinel errors. Compare with errors.Is: they are usually wrapped.
@@ -47,10 +43,6 @@ const (
 	// checkpointName is the checkpoint row of this DB's read models. All of
 	// them are updated in one transaction, so they share one checkpoint.
 	checkpointName = "projections"
-
-	// busyTimeout is how long a connection waits for another connection's
-	// (or process's) lock before failing with SQLITE_BUSY.
-	busyTimeout = 10 * time.Second
 )
 
 // schema creates version 1 of the read models. Times are Unix nanoseconds
@@ -165,91 +157,24 @@ type DB struct {
 // may lose the last commits, which is harmless here because the checkpoint
 // is lost with them and the events are applied again.
 func Open(path string) (*DB, error) {
-	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") {
-		return nil, fmt.Errorf("open read models %q: need a plain file path", path)
-	}
-	if strings.ContainsAny(path, "?#") {
-		return nil, fmt.Errorf("open read models %q: path must not contain '?' or '#'", path)
-	}
 	db := &DB{path: path, changed: make(chan struct{}), done: make(chan struct{})}
 
-	var err error
-	if db.w, err = sql.Open("sqlite", dsn(path, false)); err != nil {
-		return nil, fmt.Errorf("open read models %s: %w", path, err)
-	}
-	db.w.SetMaxOpenConns(1)
-	db.w.SetMaxIdleConns(1)
-	db.w.SetConnMaxLifetime(0)
-	db.w.SetConnMaxIdleTime(0)
-
 	ctx := context.Background()
-	if err := db.migrate(ctx); err != nil {
-		db.w.Close()
+	var err error
+	if db.w, db.r, err = sqlitedb.Open(ctx, path, sqlitedb.Options{}); err != nil {
+		return nil, fmt.Errorf("open read models %q: %w", path, err)
+	}
+	// A future incompatible schema can simply drop the tables and let the
+	// projector rebuild them from the events.
+	if err := sqlitedb.Migrate(ctx, db.w, schema, schemaVersion); err != nil {
+		db.Close()
 		return nil, fmt.Errorf("open read models %s: %w", path, err)
 	}
-	if db.r, err = sql.Open("sqlite", dsn(path, true)); err != nil {
-		db.w.Close()
-		return nil, fmt.Errorf("open read models %s: %w", path, err)
-	}
-	n := max(4, runtime.GOMAXPROCS(0))
-	db.r.SetMaxOpenConns(n)
-	db.r.SetMaxIdleConns(n)
-
 	if err := db.w.QueryRowContext(ctx, `SELECT position FROM checkpoint WHERE name = ?`, checkpointName).Scan(&db.cp); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open read models %s: read checkpoint: %w", path, err)
 	}
 	return db, nil
-}
-
-// dsn builds the modernc.org/sqlite data source name. The writer begins its
-// transactions IMMEDIATE (it takes the write lock up front, so a transaction
-// never fails half-way on a lock upgrade); readers are query_only.
-func dsn(path string, readOnly bool) string {
-	q := url.Values{}
-	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
-	q.Add("_pragma", "synchronous(NORMAL)")
-	if readOnly {
-		q.Add("_pragma", "query_only(1)")
-	} else {
-		// journal_mode=WAL persists in the file; the writer, opened first,
-		// sets it.
-		q.Add("_pragma", "journal_mode(WAL)")
-		q.Set("_txlock", "immediate")
-	}
-	return path + "?" + q.Encode()
-}
-
-// migrate creates or upgrades the schema, tracked in PRAGMA user_version.
-func (db *DB) migrate(ctx context.Context) error {
-	tx, err := db.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	defer tx.Rollback()
-
-	var v int
-	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
-		return fmt.Errorf("migrate: read schema version: %w", err)
-	}
-	switch {
-	case v == schemaVersion:
-		return nil
-	case v > schemaVersion:
-		return fmt.Errorf("migrate: schema version %d is newer than this program's %d", v, schemaVersion)
-	}
-	// v == 0: a new file. A future incompatible version can simply drop the
-	// tables and let the projector rebuild them from the events.
-	if _, err := tx.ExecContext(ctx, schema); err != nil {
-		return fmt.Errorf("migrate: create schema: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion)); err != nil {
-		return fmt.Errorf("migrate: set schema version: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("migrate: commit: %w", err)
-	}
-	return nil
 }
 
 // Close closes the database and wakes every WaitFor (which then returns
@@ -263,12 +188,7 @@ func (db *DB) Close() error {
 	if !first {
 		return ErrClosed
 	}
-	var errs []error
-	if db.r != nil {
-		errs = append(errs, db.r.Close())
-	}
-	errs = append(errs, db.w.Close())
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(db.r.Close(), db.w.Close()); err != nil {
 		return fmt.Errorf("close read models %s: %w", db.path, err)
 	}
 	return nil

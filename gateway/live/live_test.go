@@ -21,6 +21,7 @@ import (
 	"github.com/zipship/zipship/domain"
 	"github.com/zipship/zipship/infra/eventstore"
 	"github.com/zipship/zipship/infra/eventstore/sqlite"
+	"github.com/zipship/zipship/liveevents"
 )
 
 // wait bounds every single expectation, so a broken stream fails the test
@@ -120,7 +121,7 @@ func TestMapWithoutURLs(t *testing.T) {
 	if !ok {
 		t.Fatal("Map not ok")
 	}
-	if p := payload.(BuildCompleted); p.URL != "" || p.DeploymentURL != "" || p.DeploymentID != "b1" {
+	if p := payload.(liveevents.BuildCompleted); p.URL != "" || p.DeploymentURL != "" || p.DeploymentID != "b1" {
 		t.Errorf("payload = %+v, want empty URLs", p)
 	}
 }
@@ -647,7 +648,7 @@ func TestWebSocketPing(t *testing.T) {
 			t.Fatalf("read: %v", r.err)
 		}
 		var m Message
-		if err := json.Unmarshal(r.b, &m); err != nil || m.ID != ev.Position || m.Event != EventBuildStarted {
+		if err := json.Unmarshal(r.b, &m); err != nil || m.ID != ev.Position || m.Event != liveevents.EventBuildStarted {
 			t.Fatalf("message %s (%v), want build:started at %d", r.b, err, ev.Position)
 		}
 	case <-time.After(wait):

@@ -20,17 +20,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/zipship/zipship/infra/eventstore"
+	"github.com/zipship/zipship/infra/sqlitedb"
 )
 
 const (
@@ -49,10 +47,6 @@ const (
 	// subscriptionBuffer is the channel buffer of a subscription: small, so
 	// a subscriber that stops reading holds only a few events in memory.
 	subscriptionBuffer = 16
-
-	// busyTimeout is how long a connection waits for another connection's
-	// (or process's) lock before failing with SQLITE_BUSY.
-	busyTimeout = 10 * time.Second
 
 	// idLookupChunk caps the number of bound parameters of one idempotency
 	// lookup.
@@ -138,109 +132,32 @@ var _ eventstore.Store = (*Store)(nil)
 // or the kernel crashes. Process-crash durability is what zipship needs; use
 // a replicated adapter where machine loss matters.
 func Open(path string) (*Store, error) {
-	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") {
-		return nil, fmt.Errorf("open event store %q: need a plain file path", path)
-	}
-	if strings.ContainsAny(path, "?#") {
-		// The driver splits the DSN at '?'.
-		return nil, fmt.Errorf("open event store %q: path must not contain '?' or '#'", path)
-	}
-
 	s := &Store{path: path, wsem: make(chan struct{}, 1), notify: make(chan struct{})}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-
 	var err error
-	s.wdb, err = sql.Open("sqlite", dsn(path, false))
+	s.wdb, s.rdb, err = sqlitedb.Open(context.Background(), path, sqlitedb.Options{Pragmas: []string{"foreign_keys(1)"}})
 	if err != nil {
+		return nil, fmt.Errorf("open event store %q: %w", path, err)
+	}
+	if err := sqlitedb.Migrate(context.Background(), s.wdb, schema, schemaVersion); err != nil {
+		s.closeDBs()
 		return nil, fmt.Errorf("open event store %s: %w", path, err)
 	}
-	// One connection that never expires: the single writer.
-	s.wdb.SetMaxOpenConns(1)
-	s.wdb.SetMaxIdleConns(1)
-	s.wdb.SetConnMaxLifetime(0)
-	s.wdb.SetConnMaxIdleTime(0)
-
-	if err := s.migrate(context.Background()); err != nil {
-		s.wdb.Close()
-		return nil, fmt.Errorf("open event store %s: %w", path, err)
-	}
-
 	if s.insert, err = s.wdb.Prepare(insertEvent); err != nil {
-		s.wdb.Close()
+		s.closeDBs()
 		return nil, fmt.Errorf("open event store %s: prepare insert: %w", path, err)
 	}
 	if s.streamVer, err = s.wdb.Prepare(`SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?`); err != nil {
-		s.wdb.Close()
+		s.closeDBs()
 		return nil, fmt.Errorf("open event store %s: prepare version: %w", path, err)
 	}
-
-	s.rdb, err = sql.Open("sqlite", dsn(path, true))
-	if err != nil {
-		s.wdb.Close()
-		return nil, fmt.Errorf("open event store %s: %w", path, err)
-	}
-	n := max(4, runtime.GOMAXPROCS(0))
-	s.rdb.SetMaxOpenConns(n)
-	s.rdb.SetMaxIdleConns(n)
-	if err := s.rdb.PingContext(context.Background()); err != nil {
-		s.rdb.Close()
-		s.wdb.Close()
-		return nil, fmt.Errorf("open event store %s: readers: %w", path, err)
-	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
 
-// dsn builds the modernc.org/sqlite data source name for path. The writer
-// uses BEGIN IMMEDIATE so that a write transaction holds the write lock from
-// its first statement (no lock upgrade that could fail with SQLITE_BUSY
-// after reading, and positions follow commit order); readers are query_only.
-func dsn(path string, readOnly bool) string {
-	q := url.Values{}
-	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
-	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "synchronous(NORMAL)")
-	if readOnly {
-		q.Add("_pragma", "query_only(1)")
-	} else {
-		// journal_mode=WAL is persistent in the file; the writer, which is
-		// opened first, sets it.
-		q.Add("_pragma", "journal_mode(WAL)")
-		q.Set("_txlock", "immediate")
-	}
-	return path + "?" + q.Encode()
-}
-
-// migrate creates or upgrades the schema, tracked in PRAGMA user_version. It
-// runs in one immediate transaction so that two processes opening a new file
-// at the same time do not both create it.
-func (s *Store) migrate(ctx context.Context) error {
-	tx, err := s.wdb.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	defer tx.Rollback()
-
-	var v int
-	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
-		return fmt.Errorf("migrate: read schema version: %w", err)
-	}
-	switch {
-	case v == schemaVersion:
-		return nil
-	case v > schemaVersion:
-		return fmt.Errorf("migrate: database schema version %d is newer than this program's %d", v, schemaVersion)
-	}
-	// v == 0: a new (or foreign) file. Future versions add cases here.
-	if _, err := tx.ExecContext(ctx, schema); err != nil {
-		return fmt.Errorf("migrate: create schema: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion)); err != nil {
-		return fmt.Errorf("migrate: set schema version: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("migrate: commit: %w", err)
-	}
-	return nil
+// closeDBs closes the connections of a Store that failed to open.
+func (s *Store) closeDBs() {
+	s.rdb.Close()
+	s.wdb.Close()
 }
 
 // Append implements eventstore.Store. See the interface for the contract.
