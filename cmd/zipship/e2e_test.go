@@ -377,7 +377,15 @@ func TestEndToEnd(t *testing.T) {
 	}
 	checkPage("/", 200, "home v1") // the failure did not touch the live site
 
+	// The CLI returns on the live event; the read models follow a moment later.
 	live := readModels(t, s, "acme", token)
+	for deadline := time.Now().Add(5 * time.Second); strings.Contains(live, `"status":"building"`) || strings.Contains(live, `"status":"pending"`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("builds still running: %s", live)
+		}
+		time.Sleep(20 * time.Millisecond)
+		live = readModels(t, s, "acme", token)
+	}
 
 	// SIGTERM: a clean stop.
 	s.cmd.Process.Signal(syscall.SIGTERM)

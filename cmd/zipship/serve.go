@@ -98,6 +98,7 @@ func serve(ctx context.Context, c config, log *slog.Logger) error {
 	edgeSrv := edge.New(blobs, edge.Options{BaseDomain: c.baseDomain, Logger: log.With("component", "edge")})
 	projector := projections.NewProjector(events, rm, log)
 	hub := live.NewHub(events, c.urls(), log.With("component", "live"))
+	hub.WaitForReadModels(projector)
 	gw := gateway.New(a, rm, projector, hub, gateway.Config{
 		Secret: secret, MaxUploadSize: c.maxUploadSize, ZipLimits: archive.DefaultLimits(),
 		URLs: c.urls(), Refresher: edgeSrv, Log: log.With("component", "gateway"),

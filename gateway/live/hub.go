@@ -41,6 +41,10 @@ type Hub struct {
 	events eventstore.Store
 	urls   URLs
 	log    *slog.Logger
+	// projected, when set, delays each event until the read models have
+	// applied it, so a client that reacts to build:completed by querying
+	// the build sees it completed.
+	projected Waiter
 
 	// Timings, constants in production; tests shorten them.
 	keepAlive    time.Duration
@@ -64,6 +68,15 @@ func NewHub(events eventstore.Store, urls URLs, log *slog.Logger) *Hub {
 		writeTimeout: writeTimeout,
 	}
 }
+
+// Waiter blocks until the read models have applied an event position.
+type Waiter interface {
+	WaitFor(ctx context.Context, position int64) error
+}
+
+// WaitForReadModels makes the hub send each event only once w says the read
+// models applied it. Call it before serving.
+func (h *Hub) WaitForReadModels(w Waiter) { h.projected = w }
 
 // Serve streams tenant's events to the client until it disconnects, the
 // request's context ends, or the event store closes. The caller must have
@@ -274,6 +287,14 @@ func (h *Hub) encode(ctx context.Context, log *slog.Logger, ev eventstore.Event,
 		return "", nil, false
 	}
 	name, payload, err := mapEvent(ev, h.urls)
+	if err == nil && name != "" && h.projected != nil {
+		// Bounded: a stalled projector delays the stream, it does not stop it.
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if werr := h.projected.WaitFor(wctx, ev.Position); werr != nil && ctx.Err() == nil {
+			log.WarnContext(ctx, "live: read models lag behind", "position", ev.Position, "err", werr)
+		}
+		cancel()
+	}
 	if err != nil {
 		log.WarnContext(ctx, "live: skip undecodable event", "position", ev.Position, "type", ev.Type, "err", err)
 		return "", nil, false

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -854,4 +855,53 @@ func (f *fixture) dialStalled(t *testing.T, name, rawURL string) {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 	_ = conn.SetDeadline(time.Time{})
+}
+
+// gate is a Waiter whose positions are released by the test, standing in
+// for a projector that has not applied them yet.
+type gate struct {
+	mu      sync.Mutex
+	applied int64
+	changed chan struct{}
+}
+
+func newGate() *gate { return &gate{changed: make(chan struct{})} }
+
+func (g *gate) WaitFor(ctx context.Context, pos int64) error {
+	for {
+		g.mu.Lock()
+		ok, ch := g.applied >= pos, g.changed
+		g.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+func (g *gate) release(pos int64) {
+	g.mu.Lock()
+	g.applied = pos
+	close(g.changed)
+	g.changed = make(chan struct{})
+	g.mu.Unlock()
+}
+
+// TestEventsWaitForReadModels: with WaitForReadModels, an event reaches the
+// client only after the read models applied it.
+func TestEventsWaitForReadModels(t *testing.T) {
+	g := newGate()
+	f := newFixture(t, func(h *Hub) { h.WaitForReadModels(g) })
+	c := f.dialSSE(t, "a", f.url("acme", ""), nil)
+	if fr := c.nextFrame(t); fr.Retry != "2000" {
+		t.Fatalf("first frame = %+v, want retry: 2000", fr)
+	}
+	evs := f.buildLifecycle(t, "acme", "b1")
+	c.expectQuiet(t, 300*time.Millisecond)
+	g.release(evs[len(evs)-1].Position)
+	expectSequence(t, c.next, evs)
 }
