@@ -79,6 +79,10 @@ type BuildConfig struct {
 	BuildCommand string `json:"buildCommand,omitempty"`
 	OutputDir    string `json:"outputDir,omitempty"`
 	NodeVersion  string `json:"nodeVersion,omitempty"`
+	// EgressAllow lists extra hosts ("host" or "host:port", "*.example.com")
+	// the build step may reach through the egress proxy, e.g.
+	// fonts.googleapis.com for next/font/google. By default it reaches none.
+	EgressAllow []string `json:"egressAllow,omitempty"`
 }
 
 // Size caps of a build configuration.
@@ -87,12 +91,14 @@ const (
 	MaxEnvNameLen    = 128
 	MaxEnvValueLen   = 16 << 10
 	MaxEnvTotalBytes = 64 << 10
+	MaxEgressAllow   = 20
 )
 
 var (
 	envNamePattern   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	frameworks       = map[string]bool{"": true, "nextjs": true, "vite": true, "static": true, "other": true}
 	nodeVersionRegex = regexp.MustCompile(`^[0-9]{1,2}(\.[0-9]{1,3}){0,2}$`)
+	egressPattern    = regexp.MustCompile(`^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}(:[0-9]{1,5})?$`)
 )
 
 // ValidateBuildConfig checks a configuration and its environment variables.
@@ -117,6 +123,14 @@ func ValidateBuildConfig(c BuildConfig, env map[string]string) error {
 	}
 	if c.NodeVersion != "" && !nodeVersionRegex.MatchString(c.NodeVersion) {
 		return fmt.Errorf("%w: nodeVersion %q is not a version number", ErrInvalidConfig, c.NodeVersion)
+	}
+	if len(c.EgressAllow) > MaxEgressAllow {
+		return fmt.Errorf("%w: at most %d egressAllow entries", ErrInvalidConfig, MaxEgressAllow)
+	}
+	for _, h := range c.EgressAllow {
+		if !egressPattern.MatchString(h) {
+			return fmt.Errorf("%w: egressAllow entry %q: use a host name with an optional port, e.g. fonts.googleapis.com or *.example.com:443", ErrInvalidConfig, truncate(h, 64))
+		}
 	}
 	if len(env) > MaxEnvVars {
 		return fmt.Errorf("%w: at most %d environment variables", ErrInvalidConfig, MaxEnvVars)

@@ -660,3 +660,20 @@ func TestValidateBuildConfigNamesTheVariable(t *testing.T) {
 		t.Errorf("error %v does not truncate a long name to 64 characters", err)
 	}
 }
+
+func TestValidateEgressAllow(t *testing.T) {
+	for _, ok := range [][]string{nil, {"fonts.googleapis.com"}, {"fonts.gstatic.com:443", "*.example.com", "a.b.co:8443"}} {
+		if err := ValidateBuildConfig(BuildConfig{EgressAllow: ok}, nil); err != nil {
+			t.Errorf("%v: %v", ok, err)
+		}
+	}
+	many := make([]string, MaxEgressAllow+1)
+	for i := range many {
+		many[i] = "h.example.com"
+	}
+	for _, bad := range [][]string{{"localhost"}, {"127.0.0.1"}, {"http://x.com"}, {"x.com/path"}, {"*"}, {"Fonts.Googleapis.com"}, {"x.com:"}, many} {
+		if err := ValidateBuildConfig(BuildConfig{EgressAllow: bad}, nil); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%v accepted: %v", bad, err)
+		}
+	}
+}

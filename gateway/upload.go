@@ -43,6 +43,7 @@ type buildConfigBody struct {
 	BuildCommand         string            `json:"buildCommand"`
 	OutputDir            string            `json:"outputDir"`
 	NodeVersion          string            `json:"nodeVersion"`
+	EgressAllow          []string          `json:"egressAllow"`
 	EnvironmentVariables map[string]string `json:"environmentVariables"`
 }
 
@@ -274,7 +275,8 @@ func parseConfig(raw []byte, c *buildConfigBody) error {
 }
 
 func (c buildConfigBody) domain() domain.BuildConfig {
-	return domain.BuildConfig{Framework: c.Framework, BuildCommand: c.BuildCommand, OutputDir: c.OutputDir, NodeVersion: c.NodeVersion}
+	return domain.BuildConfig{Framework: c.Framework, BuildCommand: c.BuildCommand, OutputDir: c.OutputDir,
+		NodeVersion: c.NodeVersion, EgressAllow: c.EgressAllow}
 }
 
 func (s *Server) tooLarge(w http.ResponseWriter) {
