@@ -251,7 +251,7 @@ func TestSuccessfulBuild(t *testing.T) {
 	checkTime(t, "RequestedAt", b.RequestedAt, req.At)
 	if b.ID != "b1" || b.TenantID != "acme" || b.Version != req.Version || b.RequestedBy != "alice" ||
 		b.SourceSize != req.Source.Size || b.SourceSHA256 != req.Source.SHA256 ||
-		!reflect.DeepEqual(b.EnvNames, req.EnvNames) || b.Config != req.Config || b.Error != nil {
+		!reflect.DeepEqual(b.EnvNames, req.EnvNames) || !reflect.DeepEqual(b.Config, req.Config) || b.Error != nil {
 		t.Errorf("after request: %+v", b)
 	}
 
