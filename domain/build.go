@@ -16,7 +16,11 @@ var (
 	ErrInvalidTransition = errors.New("invalid build transition")
 	ErrInvalidConfig     = errors.New("invalid build config")
 	ErrStepMismatch      = errors.New("step mismatch")
+	ErrCancelRequested   = errors.New("cancel already requested")
 )
+
+// CancelledError is the error of a build that was cancelled.
+const CancelledError = "cancelled"
 
 // BuildStatus is a build's lifecycle state, with the reference system's
 // names: pending → building → success | failed.
@@ -184,8 +188,12 @@ type Build struct {
 	attempt     int
 	openStep    Step
 	manifestKey string
+	cancelled   bool
 	streamVer   int64
 }
+
+// CancelRequested reports whether somebody asked for the build to stop.
+func (b *Build) CancelRequested() bool { return b.cancelled }
 
 // ID returns the build id ("" before BuildRequested).
 func (b *Build) ID() string { return b.id }
@@ -232,6 +240,8 @@ func (b *Build) Apply(e Event) {
 		b.status, b.openStep = StatusPending, ""
 	case BuildPublished:
 		b.manifestKey = e.ManifestKey
+	case BuildCancelRequested:
+		b.cancelled = true
 	case BuildSucceeded:
 		b.status, b.openStep, b.manifestKey = StatusSuccess, "", e.ManifestKey
 	case BuildFailed:
@@ -280,11 +290,29 @@ func (b *Build) Start(runner string, now time.Time) ([]Event, error) {
 	if b.status.Finished() {
 		return nil, fmt.Errorf("start build %s: %w (%s)", b.id, ErrBuildFinished, b.status)
 	}
+	if b.cancelled {
+		return []Event{BuildFailed{BuildID: b.id, Attempt: b.attempt, Step: b.openStep,
+			Error: CancelledError, Retryable: false, At: now}}, nil
+	}
 	if b.attempt >= MaxAttempts {
 		return []Event{BuildFailed{BuildID: b.id, Attempt: b.attempt, Step: b.openStep,
 			Error: fmt.Sprintf("gave up after %d attempts", b.attempt), Retryable: true, At: now}}, nil
 	}
 	return []Event{BuildStarted{BuildID: b.id, Attempt: b.attempt + 1, Runner: runner, At: now}}, nil
+}
+
+// Cancel decides a request to stop the build.
+func (b *Build) Cancel(by string, now time.Time) ([]Event, error) {
+	if b.id == "" {
+		return nil, ErrBuildNotFound
+	}
+	if b.status.Finished() {
+		return nil, fmt.Errorf("cancel build %s: %w (%s)", b.id, ErrBuildFinished, b.status)
+	}
+	if b.cancelled {
+		return nil, fmt.Errorf("cancel build %s: %w", b.id, ErrCancelRequested)
+	}
+	return []Event{BuildCancelRequested{BuildID: b.id, By: by, At: now}}, nil
 }
 
 // StartStep decides the start of a step.
@@ -356,6 +384,9 @@ func (b *Build) Fail(step Step, cause string, retryable bool, now time.Time) ([]
 	}
 	if b.status.Finished() {
 		return nil, fmt.Errorf("fail build %s: %w (%s)", b.id, ErrBuildFinished, b.status)
+	}
+	if b.cancelled {
+		cause, retryable = CancelledError, false
 	}
 	if retryable && b.attempt < MaxAttempts && b.status == StatusBuilding {
 		return []Event{BuildAttemptFailed{BuildID: b.id, Attempt: b.attempt, Step: step, Error: cause,

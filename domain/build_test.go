@@ -677,3 +677,47 @@ func TestValidateEgressAllow(t *testing.T) {
 		}
 	}
 }
+
+func TestBuildCancel(t *testing.T) {
+	cancel := BuildCancelRequested{BuildID: requested().BuildID, By: "alice", At: t1}
+	for _, tc := range []struct {
+		name    string
+		given   []Event
+		wantErr error
+	}{
+		{"pending", hPending(), nil},
+		{"building", hStepOpen(), nil},
+		{"retrying", hRetrying(), nil},
+		{"succeeded", hSucceeded(), ErrBuildFinished},
+		{"failed", hFailed(), ErrBuildFinished},
+		{"twice", append(hBuilding(), cancel), ErrCancelRequested},
+		{"unknown", nil, ErrBuildNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			evs, err := givenBuild(tc.given...).Cancel("alice", t1)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tc.wantErr)
+			}
+			if tc.wantErr == nil && (len(evs) != 1 || evs[0] != Event(cancel)) {
+				t.Fatalf("events = %#v, want %#v", evs, cancel)
+			}
+		})
+	}
+	// A cancelled build never starts again and its failure is final.
+	b := givenBuild(append(hPending(), cancel)...)
+	if !b.CancelRequested() {
+		t.Fatal("CancelRequested = false")
+	}
+	evs, err := b.Start("r", t1)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("Start = %v, %v", evs, err)
+	}
+	if f, ok := evs[0].(BuildFailed); !ok || f.Error != CancelledError || f.Retryable {
+		t.Fatalf("Start of a cancelled build = %#v, want BuildFailed cancelled", evs[0])
+	}
+	b = givenBuild(append(hStepOpen(), cancel)...)
+	evs, _ = b.Fail(StepInstall, "signal: killed", true, t1)
+	if f, ok := evs[0].(BuildFailed); !ok || f.Error != CancelledError || f.Retryable {
+		t.Fatalf("Fail of a cancelled build = %#v, want final BuildFailed cancelled", evs[0])
+	}
+}

@@ -127,6 +127,15 @@ type BuildAttemptFailed struct {
 	At        time.Time `json:"at"`
 }
 
+// BuildCancelRequested asks for a build to stop. The runner working on it
+// kills its task and ends the build with BuildFailed{Error: "cancelled"}; a
+// build not started yet fails as cancelled when its turn comes.
+type BuildCancelRequested struct {
+	BuildID string    `json:"buildId"`
+	By      string    `json:"by"`
+	At      time.Time `json:"at"`
+}
+
 // BuildPublished records that a build's output is stored in blob storage
 // and listed by its manifest: the build can now be activated.
 type BuildPublished struct {
@@ -197,6 +206,7 @@ func (BuildStepStarted) EventType() string     { return "BuildStepStarted" }
 func (BuildStepFinished) EventType() string    { return "BuildStepFinished" }
 func (BuildAttemptFailed) EventType() string   { return "BuildAttemptFailed" }
 func (BuildPublished) EventType() string       { return "BuildPublished" }
+func (BuildCancelRequested) EventType() string { return "BuildCancelRequested" }
 func (BuildSucceeded) EventType() string       { return "BuildSucceeded" }
 func (BuildFailed) EventType() string          { return "BuildFailed" }
 func (DeploymentActivated) EventType() string  { return "DeploymentActivated" }
@@ -228,6 +238,8 @@ func Decode(eventType string, data []byte) (Event, error) {
 		e = decode[BuildStepFinished](data)
 	case "BuildAttemptFailed":
 		e = decode[BuildAttemptFailed](data)
+	case "BuildCancelRequested":
+		e = decode[BuildCancelRequested](data)
 	case "BuildPublished":
 		e = decode[BuildPublished](data)
 	case "BuildSucceeded":

@@ -72,6 +72,7 @@ func allEvents() map[string]Event {
 			Detail: "312 packages", At: t1},
 		"BuildAttemptFailed": BuildAttemptFailed{BuildID: "b1", Attempt: 1, Step: StepDownload,
 			Error: "blob timeout", RetryInMs: 2000, At: t1},
+		"BuildCancelRequested": BuildCancelRequested{BuildID: "b1", By: "alice", At: t1},
 		"BuildPublished": BuildPublished{BuildID: "b1", Attempt: 2, ManifestKey: "sites/acme/v1/manifest.json",
 			Files: 40, Bytes: 1 << 20, At: t1},
 		"BuildSucceeded": BuildSucceeded{BuildID: "b1", Attempt: 2, ManifestKey: "sites/acme/v1/manifest.json",
@@ -88,8 +89,8 @@ func allEvents() map[string]Event {
 func TestEventTypesAreStable(t *testing.T) {
 	events := allEvents()
 	// A new event type must be added to allEvents (and to Decode).
-	if len(events) != 14 {
-		t.Fatalf("fixture has %d event types, want 14", len(events))
+	if len(events) != 15 {
+		t.Fatalf("fixture has %d event types, want 15", len(events))
 	}
 	for name, e := range events {
 		if got := e.EventType(); got != name {
