@@ -221,3 +221,18 @@ func (a *App) Rollback(ctx context.Context, m Meta, actor, tenant, buildID strin
 	}
 	return e.(domain.DeploymentRolledBack), res, nil
 }
+
+// CancelBuild asks for a build to stop (see domain.BuildCancelRequested).
+func (a *App) CancelBuild(ctx context.Context, m Meta, actor, buildID string) (eventstore.AppendResult, error) {
+	return retryOnConflict(ctx, func() (eventstore.AppendResult, error) {
+		b, err := a.Build(ctx, buildID)
+		if err != nil {
+			return eventstore.AppendResult{}, err
+		}
+		evs, err := b.Cancel(actor, a.now())
+		if err != nil {
+			return eventstore.AppendResult{}, err
+		}
+		return a.append(ctx, domain.BuildStream(buildID), b.Tenant(), b.StreamVersion(), m, evs)
+	})
+}

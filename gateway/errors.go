@@ -55,7 +55,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, tenant string, err
 		writeError(w, http.StatusConflict, "tenant_exists", err.Error())
 	case errors.Is(err, domain.ErrLastOwner), errors.Is(err, domain.ErrAlreadyMember),
 		errors.Is(err, domain.ErrAlreadyLive), errors.Is(err, domain.ErrNeverDeployed),
-		errors.Is(err, domain.ErrBuildNotSucceeded), errors.Is(err, domain.ErrSuperseded):
+		errors.Is(err, domain.ErrBuildNotSucceeded), errors.Is(err, domain.ErrSuperseded),
+		errors.Is(err, domain.ErrBuildFinished), errors.Is(err, domain.ErrCancelRequested):
 		writeError(w, http.StatusConflict, "conflict", err.Error())
 	case errors.As(err, &rule):
 		writeError(w, rule.Rule.Status(), string(rule.Rule), rule.Error())

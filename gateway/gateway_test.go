@@ -1477,3 +1477,36 @@ func TestUnknownRoutes(t *testing.T) {
 		t.Fatalf("GET /api/nothing-here = %d %+v", r.status, body)
 	}
 }
+
+// TestCancelBuild: owners cancel any build, members their own; a cancelled
+// build fails with "cancelled" when the runner gets to it.
+func TestCancelBuild(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.createTenant("alice", "acme")
+	e.addMember("alice", "acme", "bob", "member").wantStatus(t, http.StatusOK)
+	e.addMember("alice", "acme", "carol", "member").wantStatus(t, http.StatusOK)
+	e.createTenant("mallory", "evil")
+
+	bobs := e.uploadZip("acme", "bob", staticSite(t, "bob")).Data.Build.ID
+	cancel := func(user, tenant, id string) response {
+		return e.json(http.MethodPost, "/api/builds/"+tenant+"/"+id+"/cancel", user, nil)
+	}
+	cancel("carol", "acme", bobs).wantStatus(t, http.StatusForbidden)
+	cancel("mallory", "acme", bobs).wantStatus(t, http.StatusNotFound)
+	cancel("mallory", "evil", bobs).wantStatus(t, http.StatusNotFound)
+	cancel("bob", "acme", "no-such-build").wantStatus(t, http.StatusNotFound)
+	cancel("bob", "acme", bobs).wantStatus(t, http.StatusAccepted)
+	cancel("alice", "acme", bobs).wantStatus(t, http.StatusConflict) // already requested
+
+	e.runBuild(bobs)
+	b := e.getBuild("acme", "alice", bobs)
+	if b.Status != "failed" || b.Error == nil || b.Error.Message != "cancelled" {
+		t.Fatalf("cancelled build = %s %+v", b.Status, b.Error)
+	}
+	cancel("alice", "acme", bobs).wantStatus(t, http.StatusConflict) // finished
+
+	// An owner cancels somebody else's build.
+	other := e.uploadZip("acme", "bob", staticSite(t, "bob2")).Data.Build.ID
+	cancel("alice", "acme", other).wantStatus(t, http.StatusAccepted)
+}

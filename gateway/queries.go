@@ -101,6 +101,34 @@ func (s *Server) getBuild(w http.ResponseWriter, r *http.Request, user string) {
 		"data": map[string]any{"build": s.viewBuild(b, s.liveBuild(r, tenant))}})
 }
 
+// cancelBuild handles POST /api/builds/{t}/{b}/cancel: owners and admins
+// cancel any build of the tenant, members their own.
+func (s *Server) cancelBuild(w http.ResponseWriter, r *http.Request, user string) {
+	tenant := r.PathValue("tenant")
+	t, err := s.app.Authorize(r.Context(), tenant, user, anyRole...)
+	if err != nil {
+		s.fail(w, r, tenant, err)
+		return
+	}
+	b, err := s.rm.GetBuild(r.Context(), tenant, r.PathValue("build"))
+	if err != nil {
+		s.fail(w, r, tenant, err)
+		return
+	}
+	if role, _ := t.RoleOf(user); role == domain.RoleMember && b.RequestedBy != user {
+		writeError(w, http.StatusForbidden, "forbidden", "members cancel only their own builds")
+		return
+	}
+	res, err := s.app.CancelBuild(r.Context(), meta(r), user, b.ID)
+	if err != nil {
+		s.fail(w, r, tenant, err)
+		return
+	}
+	s.wait(r.Context(), res.Position)
+	writeJSON(w, http.StatusAccepted, map[string]any{"success": true, "message": "cancel requested",
+		"data": map[string]any{"build": map[string]any{"id": b.ID, "tenantId": tenant}}})
+}
+
 func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, user string) {
 	tenant := r.PathValue("tenant")
 	if _, err := s.app.Authorize(r.Context(), tenant, user, anyRole...); err != nil {

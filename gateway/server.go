@@ -94,6 +94,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/builds/{tenant}", s.authed(s.upload))
 	mux.HandleFunc("GET /api/builds/{tenant}", s.authed(s.listBuilds))
 	mux.HandleFunc("GET /api/builds/{tenant}/{build}", s.authed(s.getBuild))
+	mux.HandleFunc("POST /api/builds/{tenant}/{build}/cancel", s.authed(s.cancelBuild))
 	return s.recoverer(jsonFallback(mux))
 }
 
