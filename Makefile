@@ -8,17 +8,24 @@ BIN := bin/zipship
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build run test bench lint clean
+.PHONY: all build run test bench lint clean deps
 
 all: build
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/zipship
 
-run: build
+# deps installs what builds run in: containerd and runc (Debian packages).
+# The sandbox tests start their own containerd daemon with these binaries.
+deps:
+	@command -v containerd >/dev/null && command -v runc >/dev/null || { \
+		echo "installing containerd and runc (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null; }
+
+run: deps build
 	./$(BIN) serve
 
-test:
+test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 

@@ -1,0 +1,7 @@
+package sandbox
+
+// Exported for the external tests only.
+var (
+	EnsureContainerdWith = ensureContainerd
+	ContainerID          = containerID
+)
