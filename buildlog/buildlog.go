@@ -171,7 +171,7 @@ func (l *Log) add(stream Stream, text string) {
 	if len(bl.lines) > maxKept {
 		bl.lines = bl.lines[len(bl.lines)-maxKept:]
 	}
-	fmt.Fprintf(&bl.buf, "%s %s %s\n", line.Time.Format("15:04:05.000"), stream, text)
+	bl.buf.WriteString(line.Format())
 	close(bl.changed)
 	bl.changed = make(chan struct{})
 	var subs []chan Line
@@ -314,4 +314,21 @@ func (b *Broker) SubscribeTenant(ctx context.Context, tenant string) <-chan Line
 		b.mu.Unlock()
 	}()
 	return s.c
+}
+
+// Lines returns the lines of an open build log kept in memory; ok is false
+// when the build has no open log.
+func (b *Broker) Lines(buildID string) ([]Line, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	bl, ok := b.builds[buildID]
+	if !ok {
+		return nil, false
+	}
+	return append([]Line(nil), bl.lines...), true
+}
+
+// Format renders a line as the stored log has it.
+func (ln Line) Format() string {
+	return fmt.Sprintf("%s %s %s\n", ln.Time.Format("15:04:05.000"), ln.Stream, ln.Text)
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/zipship/zipship/archive"
 	"github.com/zipship/zipship/auth"
+	"github.com/zipship/zipship/buildlog"
 	"github.com/zipship/zipship/domain"
 	"github.com/zipship/zipship/gateway"
 	"github.com/zipship/zipship/infra/blob"
@@ -1509,4 +1510,52 @@ func TestCancelBuild(t *testing.T) {
 	// An owner cancels somebody else's build.
 	other := e.uploadZip("acme", "bob", staticSite(t, "bob2")).Data.Build.ID
 	cancel("alice", "acme", other).wantStatus(t, http.StatusAccepted)
+}
+
+// TestBuildLogs: the log endpoint shows a running build's lines, follows
+// them to the end, serves the stored log afterwards, and is tenant-scoped.
+func TestBuildLogs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.createTenant("alice", "acme")
+	e.createTenant("mallory", "evil")
+	id := e.uploadZip("acme", "alice", staticSite(t, "logs")).Data.Build.ID
+	path := "/api/builds/acme/" + id + "/logs"
+
+	r := e.get(path, "alice")
+	if r.status != http.StatusNotFound || !strings.Contains(string(r.body), "no_log") {
+		t.Fatalf("log before the build ran: %d %s", r.status, r.body)
+	}
+	l := e.logs.Open("acme", id, []string{"topsecret"})
+	l.Printf("$ npm run build")
+	io.WriteString(l.Writer(buildlog.Stdout), "token topsecret\n")
+	r = e.get(path, "alice")
+	if r.status != 200 || !strings.Contains(string(r.body), "system $ npm run build") ||
+		!strings.Contains(string(r.body), "stdout token [redacted]") || strings.Contains(string(r.body), "topsecret") {
+		t.Fatalf("running log: %d %q", r.status, r.body)
+	}
+	// follow=1 streams until the log closes.
+	done := make(chan response, 1)
+	go func() { done <- e.get(path+"?follow=1", "alice") }()
+	time.Sleep(50 * time.Millisecond)
+	io.WriteString(l.Writer(buildlog.Stderr), "last line\n")
+	if err := l.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r = <-done:
+		if r.status != 200 || !strings.Contains(string(r.body), "stderr last line") {
+			t.Fatalf("followed log: %d %q", r.status, r.body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("follow did not end when the log closed")
+	}
+	// Stored.
+	r = e.get(path, "alice")
+	if r.status != 200 || !strings.Contains(string(r.body), "stderr last line") || strings.Contains(string(r.body), "topsecret") {
+		t.Fatalf("stored log: %d %q", r.status, r.body)
+	}
+	e.get(path, "mallory").wantStatus(t, http.StatusNotFound)
+	e.get("/api/builds/evil/"+id+"/logs", "mallory").wantStatus(t, http.StatusNotFound)
+	e.get(path+"?follow=maybe", "alice").wantStatus(t, http.StatusBadRequest)
 }

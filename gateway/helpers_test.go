@@ -27,6 +27,7 @@ import (
 
 	"github.com/zipship/zipship/app"
 	"github.com/zipship/zipship/auth"
+	"github.com/zipship/zipship/buildlog"
 	"github.com/zipship/zipship/domain"
 	"github.com/zipship/zipship/gateway"
 	"github.com/zipship/zipship/gateway/live"
@@ -54,6 +55,7 @@ type env struct {
 	t         *testing.T
 	dir       string
 	spool     string
+	logs      *buildlog.Broker
 	events    *sqlite.Store
 	blobs     *blobfs.Store
 	rm        *projections.DB
@@ -110,10 +112,12 @@ func newEnv(t *testing.T, tune ...func(*gateway.Config)) *env {
 
 	e.app = app.New(e.events, e.blobs, log)
 	hub := live.NewHub(e.events, testURLs, log)
+	e.logs = buildlog.NewBroker(e.blobs, log)
 	cfg := gateway.Config{
 		Secret:        testSecret,
 		MaxUploadSize: 1 << 20,
 		URLs:          testURLs,
+		Logs:          e.logs,
 		Log:           log,
 	}
 	for _, f := range tune {

@@ -15,6 +15,7 @@ import (
 	"github.com/zipship/zipship/app"
 	"github.com/zipship/zipship/archive"
 	"github.com/zipship/zipship/auth"
+	"github.com/zipship/zipship/buildlog"
 	"github.com/zipship/zipship/gateway/live"
 	"github.com/zipship/zipship/infra/cdn"
 	"github.com/zipship/zipship/projections"
@@ -38,6 +39,8 @@ type Config struct {
 	URLs live.URLs
 	// Refresher is told when a rollback moved a pointer.
 	Refresher cdn.Refresher
+	// Logs follows running builds' output (nil: stored logs only).
+	Logs *buildlog.Broker
 	// ReadYourWrites bounds how long a command waits for the read models.
 	ReadYourWrites time.Duration
 	Log            *slog.Logger
@@ -95,6 +98,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/builds/{tenant}", s.authed(s.listBuilds))
 	mux.HandleFunc("GET /api/builds/{tenant}/{build}", s.authed(s.getBuild))
 	mux.HandleFunc("POST /api/builds/{tenant}/{build}/cancel", s.authed(s.cancelBuild))
+	mux.HandleFunc("GET /api/builds/{tenant}/{build}/logs", s.authed(s.buildLogs))
 	return s.recoverer(jsonFallback(mux))
 }
 

@@ -13,7 +13,20 @@ const (
 	EventBuildCompleted      = "build:completed"
 	EventBuildFailed         = "build:failed"
 	EventDeploymentActivated = "deployment:activated"
+	// EventBuildLog carries one line of a build's output. It has no event
+	// position (logs are not events): resuming a stream does not replay
+	// log lines; GET /api/builds/{t}/{b}/logs has the whole log.
+	EventBuildLog = "build:log"
 )
+
+// BuildLog is the payload of build:log.
+type BuildLog struct {
+	BuildID string `json:"buildId"`
+	N       int    `json:"n"`
+	Stream  string `json:"stream"`
+	Text    string `json:"text"`
+	Time    string `json:"time"`
+}
 
 // Step statuses carried by build:step, and the build:completed status.
 const (

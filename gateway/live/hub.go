@@ -14,7 +14,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/zipship/zipship/buildlog"
 	"github.com/zipship/zipship/infra/eventstore"
+	"github.com/zipship/zipship/liveevents"
 )
 
 const (
@@ -45,6 +47,8 @@ type Hub struct {
 	// applied it, so a client that reacts to build:completed by querying
 	// the build sees it completed.
 	projected Waiter
+	// logs, when set, adds the tenant's build output as build:log.
+	logs LogSource
 
 	// Timings, constants in production; tests shorten them.
 	keepAlive    time.Duration
@@ -77,6 +81,31 @@ type Waiter interface {
 // WaitForReadModels makes the hub send each event only once w says the read
 // models applied it. Call it before serving.
 func (h *Hub) WaitForReadModels(w Waiter) { h.projected = w }
+
+// LogSource delivers the new lines of a tenant's builds (buildlog.Broker).
+type LogSource interface {
+	SubscribeTenant(ctx context.Context, tenant string) <-chan buildlog.Line
+}
+
+// WithLogs makes the hub stream build output as build:log. Call it before
+// serving.
+func (h *Hub) WithLogs(src LogSource) { h.logs = src }
+
+// logLines subscribes to the tenant's build output, or returns nil (a
+// channel that never delivers) when the hub has no log source.
+func (h *Hub) logLines(ctx context.Context, tenant string) <-chan buildlog.Line {
+	if h.logs == nil {
+		return nil
+	}
+	return h.logs.SubscribeTenant(ctx, tenant)
+}
+
+// encodeLog turns a build output line into build:log JSON.
+func encodeLog(ln buildlog.Line) []byte {
+	data, _ := json.Marshal(liveevents.BuildLog{BuildID: ln.BuildID, N: ln.N, Stream: string(ln.Stream),
+		Text: ln.Text, Time: ln.Time.Format(time.RFC3339Nano)})
+	return data
+}
 
 // Serve streams tenant's events to the client until it disconnects, the
 // request's context ends, or the event store closes. The caller must have
@@ -135,6 +164,8 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request, tenant string, af
 	defer cancel()
 	log := h.log.With("tenant", tenant, "transport", "sse")
 
+	// Subscribed before the first frame, so a client that saw it misses no line.
+	lines := h.logLines(ctx, tenant)
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
@@ -161,6 +192,12 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request, tenant string, af
 		case <-ctx.Done():
 			log.DebugContext(ctx, "live: stream closed by client", "after", after)
 			return
+		case ln := <-lines:
+			frame := fmt.Appendf(nil, "event: %s\ndata: %s\n\n", liveevents.EventBuildLog, encodeLog(ln))
+			if err := s.send(frame); err != nil {
+				log.InfoContext(ctx, "live: closing stream", "after", after, "err", err)
+				return
+			}
 		case <-keepAlive.C:
 			if err := s.send([]byte(": keepalive\n\n")); err != nil {
 				log.InfoContext(ctx, "live: closing stream", "after", after, "err", err)
@@ -231,6 +268,7 @@ func (h *Hub) serveWebSocket(w http.ResponseWriter, r *http.Request, tenant stri
 	defer drain(cancel, sub)
 	log.DebugContext(ctx, "live: stream opened", "after", after)
 
+	lines := h.logLines(ctx, tenant)
 	ping := time.NewTicker(h.pingInterval)
 	defer ping.Stop()
 	for {
@@ -239,6 +277,12 @@ func (h *Hub) serveWebSocket(w http.ResponseWriter, r *http.Request, tenant stri
 			log.DebugContext(ctx, "live: stream closed", "after", after)
 			_ = c.Close(websocket.StatusGoingAway, "")
 			return
+		case ln := <-lines:
+			msg, _ := json.Marshal(Message{Event: liveevents.EventBuildLog, Data: json.RawMessage(encodeLog(ln))})
+			if err := h.wsDo(ctx, func(ctx context.Context) error { return c.Write(ctx, websocket.MessageText, msg) }); err != nil {
+				log.InfoContext(ctx, "live: closing stream", "after", after, "err", fmt.Errorf("write: %w", err))
+				return
+			}
 		case <-ping.C:
 			if err := h.wsDo(ctx, func(ctx context.Context) error { return c.Ping(ctx) }); err != nil {
 				log.InfoContext(ctx, "live: closing stream", "after", after, "err", fmt.Errorf("ping: %w", err))

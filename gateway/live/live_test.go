@@ -19,7 +19,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/zipship/zipship/buildlog"
 	"github.com/zipship/zipship/domain"
+	blobfs "github.com/zipship/zipship/infra/blob/fs"
 	"github.com/zipship/zipship/infra/eventstore"
 	"github.com/zipship/zipship/infra/eventstore/sqlite"
 	"github.com/zipship/zipship/liveevents"
@@ -904,4 +906,34 @@ func TestEventsWaitForReadModels(t *testing.T) {
 	c.expectQuiet(t, 300*time.Millisecond)
 	g.release(evs[len(evs)-1].Position)
 	expectSequence(t, c.next, evs)
+}
+
+// TestBuildLogLines: with a log source, the tenant's build output arrives as
+// build:log frames without an id (logs are not events), and never another
+// tenant's.
+func TestBuildLogLines(t *testing.T) {
+	blobs, err := blobfs.New(filepath.Join(t.TempDir(), "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := buildlog.NewBroker(blobs, nil)
+	f := newFixture(t, func(h *Hub) { h.WithLogs(logs) })
+	c := f.dialSSE(t, "a", f.url("acme", ""), nil)
+	if fr := c.nextFrame(t); fr.Retry != "2000" {
+		t.Fatalf("first frame = %+v, want retry: 2000", fr)
+	}
+	logs.Open("evil", "e1", nil).Printf("not for acme")
+	logs.Open("acme", "b1", []string{"hunter22"}).Printf("npm run build with hunter22")
+	fr := c.nextFrame(t)
+	if fr.Event != "build:log" || fr.ID != "" {
+		t.Fatalf("frame = %+v, want an id-less build:log", fr)
+	}
+	var ln liveevents.BuildLog
+	if err := json.Unmarshal([]byte(fr.Data), &ln); err != nil {
+		t.Fatal(err)
+	}
+	if ln.BuildID != "b1" || ln.N != 1 || ln.Stream != "system" || ln.Text != "npm run build with [redacted]" {
+		t.Fatalf("line = %+v", ln)
+	}
+	c.expectQuiet(t, 200*time.Millisecond)
 }
