@@ -6,7 +6,9 @@
 // For each case (a ~2 KB index.html and a 1 MiB hashed asset) it runs wrk
 // against the edge and nginx alternately, for several rounds, keeps each
 // server's best requests/s and best 99th percentile latency, and prints a
-// table. It exits non-zero if anything fails, including any non-2xx answer.
+// table. The edge is served by its fasthttp front end, as zipship serves it;
+// -front fasthttp,nethttp measures its net/http front end too, as another
+// row. It exits non-zero if anything fails, including any non-2xx answer.
 package main
 
 import (
@@ -52,6 +54,7 @@ type config struct {
 	keep        bool
 	cpuProfile  string
 	only        string
+	fronts      []string // edge front ends to measure: "nethttp", "fasthttp"
 }
 
 // result is what one wrk run measured.
@@ -81,7 +84,13 @@ func main() {
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temp directory (site, store, nginx config and logs)")
 	flag.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (the edge runs in this process) to `file`")
 	flag.StringVar(&cfg.only, "case", "", "run only the cases whose name contains `text` (html, asset)")
+	front := flag.String("front", "fasthttp", "edge front end(s) to measure, comma-separated: `fasthttp,nethttp`")
 	flag.Parse()
+	for f := range strings.SplitSeq(*front, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			cfg.fronts = append(cfg.fronts, f)
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -95,6 +104,14 @@ func main() {
 func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) error {
 	if cfg.duration < time.Second || cfg.connections < 1 || cfg.threads < 1 || cfg.rounds < 1 {
 		return errors.New("-duration must be at least 1s, -connections, -threads and -rounds at least 1")
+	}
+	if len(cfg.fronts) == 0 {
+		return errors.New("-front names no front end")
+	}
+	for _, f := range cfg.fronts {
+		if f != "nethttp" && f != "fasthttp" {
+			return fmt.Errorf("-front %q: want nethttp or fasthttp", f)
+		}
 	}
 	if cfg.threads > cfg.connections {
 		cfg.threads = cfg.connections // wrk refuses more threads than connections
@@ -136,7 +153,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) error
 		return err
 	}
 
-	edgeURL, stopEdge, err := startEdge(ctx, filepath.Join(tmp, "store"), site, log)
+	edgeURLs, stopEdge, err := startEdge(ctx, filepath.Join(tmp, "store"), site, cfg.fronts, log)
 	if err != nil {
 		return err
 	}
@@ -162,8 +179,10 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) error
 
 	edgeHost := tenant + "." + edge.DefaultBaseDomain
 	for _, c := range cases {
-		if err := check(ctx, edgeURL+c.path, edgeHost, c.body); err != nil {
-			return fmt.Errorf("edge: %w", err)
+		for i, u := range edgeURLs {
+			if err := check(ctx, u+c.path, edgeHost, c.body); err != nil {
+				return fmt.Errorf("edge (%s): %w", cfg.fronts[i], err)
+			}
 		}
 		if err := check(ctx, nginxURL+c.path, "", c.body); err != nil {
 			return fmt.Errorf("nginx: %w", err)
@@ -173,26 +192,31 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) error
 	fmt.Fprintf(out, "wrk -t%d -c%d -d%ds --latency, %d rounds (edge, nginx alternately), best of each; %d CPUs, edge GOMAXPROCS=%d\n",
 		cfg.threads, cfg.connections, int(cfg.duration.Seconds()), cfg.rounds, runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
-	fmt.Fprintln(tw, "case\tedge req/s\tnginx req/s\tratio (edge/nginx)\tedge p99\tnginx p99\t")
+	fmt.Fprintln(tw, "case\tedge front end\tedge req/s\tnginx req/s\tratio (edge/nginx)\tedge p99\tnginx p99\t")
 	for _, c := range cases {
 		if !c.selected(cfg.only) {
 			continue
 		}
-		var bestEdge, bestNginx result
+		bestEdge := make([]result, len(edgeURLs))
+		var bestNginx result
 		for round := range cfg.rounds {
-			r, err := runWrk(ctx, wrk, cfg, edgeURL+c.path, edgeHost)
-			if err != nil {
-				return fmt.Errorf("%s, edge, round %d: %w", c.name, round+1, err)
+			for i, u := range edgeURLs {
+				r, err := runWrk(ctx, wrk, cfg, u+c.path, edgeHost)
+				if err != nil {
+					return fmt.Errorf("%s, edge (%s), round %d: %w", c.name, cfg.fronts[i], round+1, err)
+				}
+				bestEdge[i] = best(bestEdge[i], r)
 			}
-			bestEdge = best(bestEdge, r)
-			r, err = runWrk(ctx, wrk, cfg, nginxURL+c.path, "")
+			r, err := runWrk(ctx, wrk, cfg, nginxURL+c.path, "")
 			if err != nil {
 				return fmt.Errorf("%s, nginx, round %d: %w", c.name, round+1, err)
 			}
 			bestNginx = best(bestNginx, r)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2f\t%v\t%v\t\n", c.name, bestEdge.rps, bestNginx.rps,
-			bestEdge.rps/bestNginx.rps, bestEdge.p99, bestNginx.p99)
+		for i, e := range bestEdge {
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.2f\t%v\t%v\t\n", c.name, cfg.fronts[i], e.rps, bestNginx.rps,
+				e.rps/bestNginx.rps, e.p99, bestNginx.p99)
+		}
 	}
 	return tw.Flush()
 }
@@ -247,16 +271,17 @@ func writeSite(dir string, cases []benchCase) error {
 }
 
 // startEdge publishes site into a filesystem store under storeDir, points
-// the tenant at it and serves the edge on a free loopback port.
-func startEdge(ctx context.Context, storeDir, site string, log *slog.Logger) (string, func(), error) {
+// the tenant at it and serves the edge with each front end on a free
+// loopback port, returning their base URLs in the order of fronts.
+func startEdge(ctx context.Context, storeDir, site string, fronts []string, log *slog.Logger) ([]string, func(), error) {
 	store, err := fs.New(storeDir)
 	if err != nil {
-		return "", nil, fmt.Errorf("edge: %w", err)
+		return nil, nil, fmt.Errorf("edge: %w", err)
 	}
 	build := uuid.NewString()
 	if _, _, err := blob.Publish(ctx, store, tenant, build, site); err != nil {
 		store.Close()
-		return "", nil, fmt.Errorf("edge: %w", err)
+		return nil, nil, fmt.Errorf("edge: %w", err)
 	}
 	err = blob.WritePointer(ctx, store, blob.Pointer{
 		Tenant:      tenant,
@@ -267,28 +292,53 @@ func startEdge(ctx context.Context, storeDir, site string, log *slog.Logger) (st
 	})
 	if err != nil {
 		store.Close()
-		return "", nil, fmt.Errorf("edge: %w", err)
+		return nil, nil, fmt.Errorf("edge: %w", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		store.Close()
-		return "", nil, fmt.Errorf("edge: listen: %w", err)
-	}
-	srv := &http.Server{
-		Handler:           edge.New(store, edge.Options{Logger: log}),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
+	srv := edge.New(store, edge.Options{Logger: log})
+	var (
+		urls  []string
+		stops []func()
+	)
 	stop := func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		<-done
+		for _, f := range stops {
+			f()
+		}
 		store.Close()
 	}
-	return "http://" + ln.Addr().String(), stop, nil
+	for _, front := range fronts {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			stop()
+			return nil, nil, fmt.Errorf("edge: listen: %w", err)
+		}
+		urls = append(urls, "http://"+ln.Addr().String())
+		done := make(chan error, 1)
+		switch front {
+		case "fasthttp":
+			fs := srv.NewFastHTTPServer(10*time.Second, 2*time.Minute)
+			go func() { done <- fs.Serve(ln) }()
+			stops = append(stops, func() {
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = fs.ShutdownWithContext(sctx)
+				<-done
+			})
+		default:
+			hs := &http.Server{
+				Handler:           srv,
+				ReadHeaderTimeout: 10 * time.Second,
+				ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+			}
+			go func() { done <- hs.Serve(ln) }()
+			stops = append(stops, func() {
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = hs.Shutdown(sctx)
+				<-done
+			})
+		}
+	}
+	return urls, stop, nil
 }
 
 // nginxConf is a minimal nginx configuration comparable to the edge:

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/zipship/zipship/infra/blob/fs"
@@ -38,8 +37,8 @@ func runEdge(ctx context.Context, args []string, stderr io.Writer) int {
 		log.Error("open blobs", "err", err)
 		return 1
 	}
-	srv := &http.Server{Handler: edge.New(blobs, edge.Options{BaseDomain: c.baseDomain, PointerTTL: *ttl, Logger: log}),
-		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := edge.New(blobs, edge.Options{BaseDomain: c.baseDomain, PointerTTL: *ttl, Logger: log}).
+		NewFastHTTPServer(10*time.Second, 2*time.Minute)
 	ln, err := net.Listen("tcp", c.edgeAddr)
 	if err != nil {
 		log.Error("listen", "addr", c.edgeAddr, "err", err)
@@ -50,9 +49,12 @@ func runEdge(ctx context.Context, args []string, stderr io.Writer) int {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		srv.Shutdown(sctx)
+		srv.ShutdownWithContext(sctx)
+		// A fasthttp server shut down before its Serve began would serve
+		// on: its Serve returns once the listener is closed.
+		ln.Close()
 	}()
-	if err := serveHTTP(srv, ln); err != nil {
+	if err := srv.Serve(ln); err != nil {
 		log.Error("edge", "err", err)
 		return 1
 	}

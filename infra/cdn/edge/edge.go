@@ -11,13 +11,20 @@
 // at once and PointerTTL bounds how long a move made by another process
 // stays invisible. Content is addressed by digest, so small files are kept
 // in memory without ever going stale.
+//
+// Resolving a request (host and path to site version and file, and the
+// choice between a full answer, 304 and http.ServeContent's byte ranges
+// and preconditions) does not depend on the HTTP server. Two thin front
+// ends turn it into responses: ServeHTTP for net/http, and ServeFastHTTP
+// for fasthttp (NewFastHTTPServer), which zipship serves sites with: on
+// small files it reaches nginx's request rate, which net/http's per-request
+// overhead does not allow (bench/edge). Both answer every request the same
+// way, byte for byte apart from the Date header (TestFrontEndsAgree).
 package edge
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -85,8 +92,10 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Server serves tenants' sites. It implements http.Handler and
-// cdn.Refresher; it is safe for concurrent use. Create it with New.
+// Server serves tenants' sites. It implements cdn.Refresher and has two
+// HTTP front ends over the same resolution: ServeHTTP (net/http) and
+// ServeFastHTTP (fasthttp, which NewFastHTTPServer configures). It is safe
+// for concurrent use. Create it with New.
 type Server struct {
 	store  blob.Store
 	base   string // lowercase, without leading or trailing dots
@@ -112,28 +121,70 @@ var (
 	_ cdn.Refresher = (*Server)(nil)
 )
 
-// headers holds header values shared by all responses. They are assigned
-// to response header maps directly (never appended to), which saves an
-// allocation per header per response compared to Header.Set.
+// hval is one precomputed header value, in the form each front end takes:
+// net/http's header maps are assigned s directly (never appended to), which
+// saves an allocation per header per response compared to Header.Set;
+// fasthttp copies b into its own buffers.
+type hval struct {
+	s []string
+	b []byte
+}
+
+func newHval(v string) hval { return hval{s: []string{v}, b: []byte(v)} }
+
+// page is one of the edge's own small HTML answers.
+type page struct {
+	body   string
+	bbody  []byte
+	length hval
+}
+
+func newPage(status int) *page {
+	body := statusPage(status)
+	return &page{body: body, bbody: []byte(body), length: newHval(strconv.Itoa(len(body)))}
+}
+
+// headers holds header values and pages shared by all responses.
 type headers struct {
-	revalidate []string
-	immutable  []string
-	noStore    []string
-	nosniff    []string
-	bytes      []string
-	html       []string
-	allow      []string
+	revalidate hval
+	immutable  hval
+	noStore    hval
+	nosniff    hval
+	bytes      hval
+	html       hval
+	allow      hval
+
+	badRequest, notFound, notAllowed, badGateway *page
 }
 
 func newHeaders() headers {
 	return headers{
-		revalidate: []string{"public, max-age=0, must-revalidate"},
-		immutable:  []string{"public, max-age=31536000, immutable"},
-		noStore:    []string{"no-store"},
-		nosniff:    []string{"nosniff"},
-		bytes:      []string{"bytes"},
-		html:       []string{"text/html; charset=utf-8"},
-		allow:      []string{"GET, HEAD"},
+		revalidate: newHval("public, max-age=0, must-revalidate"),
+		immutable:  newHval("public, max-age=31536000, immutable"),
+		noStore:    newHval("no-store"),
+		nosniff:    newHval("nosniff"),
+		bytes:      newHval("bytes"),
+		html:       newHval("text/html; charset=utf-8"),
+		allow:      newHval("GET, HEAD"),
+		badRequest: newPage(http.StatusBadRequest),
+		notFound:   newPage(http.StatusNotFound),
+		notAllowed: newPage(http.StatusMethodNotAllowed),
+		badGateway: newPage(http.StatusBadGateway),
+	}
+}
+
+// page returns the edge's own page for status (one of those resolve and
+// the front ends answer with).
+func (h *headers) page(status int) *page {
+	switch status {
+	case http.StatusBadRequest:
+		return h.badRequest
+	case http.StatusMethodNotAllowed:
+		return h.notAllowed
+	case http.StatusBadGateway:
+		return h.badGateway
+	default:
+		return h.notFound
 	}
 }
 
@@ -176,17 +227,33 @@ func New(store blob.Store, opts Options) *Server {
 // now returns monotonic nanoseconds since the Server was created.
 func (s *Server) now() int64 { return int64(time.Since(s.epoch)) }
 
-// ServeHTTP serves the site the request's Host names.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header()["Allow"] = s.hdr.allow
-		s.plain(w, r, http.StatusMethodNotAllowed, s.hdr.noStore)
-		return
+// target is what a request resolves to, whatever HTTP server received it:
+// the front ends only turn it into a response.
+type target struct {
+	// site is the version answering, named by X-Zipship-Build; nil when
+	// none was found.
+	site *site
+	// file is the file to send, with status 200, or 404 for a site's
+	// 404.html; nil when the answer is the edge's own page for status.
+	file   *file
+	status int
+	// cache is the Cache-Control of the edge's own page.
+	cache *hval
+}
+
+// resolve maps a request to its target. now is s.now() when the request
+// arrived (a front end that reads the clock anyway passes its reading);
+// getOrHead tells whether the method is GET or HEAD; host is the request's
+// host (Host header or absolute URL), path its percent-decoded URL path.
+// host and path may alias buffers the front end reuses after the request:
+// resolve clones whatever it keeps or hands to another goroutine.
+func (s *Server) resolve(ctx context.Context, now int64, getOrHead bool, host, path string) target {
+	if !getOrHead {
+		return target{status: http.StatusMethodNotAllowed, cache: &s.hdr.noStore}
 	}
-	label, ok := s.siteLabel(r.Host)
+	label, ok := s.siteLabel(host)
 	if !ok {
-		s.plain(w, r, http.StatusNotFound, s.hdr.revalidate)
-		return
+		return target{status: http.StatusNotFound, cache: &s.hdr.revalidate}
 	}
 	var (
 		st  *site
@@ -195,26 +262,37 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if i := strings.IndexByte(label, '.'); i >= 0 {
 		build, tenant := label[:i], label[i+1:]
 		if !validBuildLabel(build) || !validTenant(tenant) {
-			s.plain(w, r, http.StatusNotFound, s.hdr.revalidate)
-			return
+			return target{status: http.StatusNotFound, cache: &s.hdr.revalidate}
 		}
-		st, err = s.buildSite(r.Context(), label, tenant, build)
+		st, err = s.buildSite(ctx, label, tenant, build, now)
 	} else {
 		if !validTenant(label) {
-			s.plain(w, r, http.StatusNotFound, s.hdr.revalidate)
-			return
+			return target{status: http.StatusNotFound, cache: &s.hdr.revalidate}
 		}
-		st, err = s.liveSite(r.Context(), label)
+		st, err = s.liveSite(ctx, label, now)
 	}
 	switch {
 	case err != nil: // logged by the load, once for all requests sharing it
-		s.plain(w, r, http.StatusBadGateway, s.hdr.noStore)
-		return
+		return target{status: http.StatusBadGateway, cache: &s.hdr.noStore}
 	case st == nil:
-		s.plain(w, r, http.StatusNotFound, s.hdr.revalidate)
-		return
+		return target{status: http.StatusNotFound, cache: &s.hdr.revalidate}
 	}
-	s.serveSite(w, r, st)
+	// From here on the request uses st from start to end: a concurrent
+	// pointer move cannot mix versions.
+	if path == "" || path[0] != '/' || strings.IndexByte(path, 0) >= 0 {
+		return target{site: st, status: http.StatusBadRequest, cache: &s.hdr.noStore}
+	}
+	key := requestKey(path)
+	if f := st.routes[key]; f != nil {
+		return target{site: st, file: f, status: http.StatusOK}
+	}
+	if f := st.notFoundPage(key); f != nil {
+		return target{site: st, file: f, status: http.StatusNotFound}
+	}
+	if len(st.notFound) == 0 && st.index != nil && looksLikePage(key) {
+		return target{site: st, file: st.index, status: http.StatusOK} // single-page app fallback
+	}
+	return target{site: st, status: http.StatusNotFound, cache: &s.hdr.revalidate}
 }
 
 // siteLabel returns the part of host before the base domain ("acme" or
@@ -234,145 +312,74 @@ func (s *Server) siteLabel(host string) (string, bool) {
 	return host[:len(host)-len(s.suffix)], true
 }
 
-// serveSite answers r from the site version st, which the request uses
-// from start to end: a concurrent pointer move cannot mix versions.
-func (s *Server) serveSite(w http.ResponseWriter, r *http.Request, st *site) {
-	h := w.Header()
-	h["X-Zipship-Build"] = st.hBuild
-	p := r.URL.Path
-	if p == "" || p[0] != '/' || strings.IndexByte(p, 0) >= 0 {
-		s.plain(w, r, http.StatusBadRequest, s.hdr.noStore)
-		return
-	}
-	key := requestKey(p)
-	if f := st.routes[key]; f != nil {
-		s.serveFile(w, r, f, http.StatusOK)
-		return
-	}
-	if f := st.notFoundPage(key); f != nil {
-		s.serveFile(w, r, f, http.StatusNotFound)
-		return
-	}
-	if len(st.notFound) == 0 && st.index != nil && looksLikePage(key) {
-		s.serveFile(w, r, st.index, http.StatusOK) // single-page app fallback
-		return
-	}
-	s.plain(w, r, http.StatusNotFound, s.hdr.revalidate)
+// reply is how a file target is answered.
+type reply uint8
+
+const (
+	// replyFull sends the status, the precomputed headers and the content
+	// (no content for HEAD, which opens none: with S3 opening costs a
+	// request).
+	replyFull reply = iota
+	// replyNotModified sends 304 with the validators, opening no content.
+	replyNotModified
+	// replyServeContent leaves the answer to http.ServeContent, which
+	// implements byte ranges and the rarer preconditions fully.
+	replyServeContent
+)
+
+// conds summarizes the request headers that select a file's reply.
+type conds struct {
+	// inmMatch: an If-None-Match header matches the file's ETag.
+	inmMatch bool
+	// other: Range, If-Match or If-Unmodified-Since is present.
+	// (If-Modified-Since alone needs nothing: without Last-Modified it is
+	// ignored; If-Range without Range too.)
+	other bool
+	// preempt: If-Match or If-Unmodified-Since is present; they are
+	// evaluated before If-None-Match, so a match must go to ServeContent.
+	preempt bool
 }
 
-// serveFile writes f with status (200, or 404 for a site's 404 page).
-// Plain GET and HEAD requests, and revalidations with If-None-Match, take a
-// fast path with precomputed headers that opens no content for HEAD or 304
-// (with S3, opening costs a request). Range requests and the rarer
-// preconditions of 200 responses go through http.ServeContent, which
-// implements them fully.
-func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, f *file, status int) {
-	ctx := r.Context()
-	h := w.Header()
-	if status == http.StatusOK {
-		h["Cache-Control"] = f.hCache
-		h["Etag"] = f.hETag
-		// A matching If-None-Match means 304 whatever Range or
-		// If-Modified-Since say; only If-Match and If-Unmodified-Since
-		// are evaluated before it, and those we leave to ServeContent.
-		if inm := r.Header["If-None-Match"]; inm != nil && etagListMatches(inm, f.hETag[0]) &&
-			r.Header["If-Match"] == nil && r.Header["If-Unmodified-Since"] == nil {
-			w.WriteHeader(http.StatusNotModified)
-			return
-		}
-	} else {
-		h["Cache-Control"] = s.hdr.revalidate
+// chooseReply decides how to answer a request for the file of a target
+// with status (200, or 404 for a site's 404 page, which is always sent
+// whole). A matching If-None-Match means 304 whatever Range or
+// If-Modified-Since say.
+func chooseReply(status int, c conds) reply {
+	if status != http.StatusOK {
+		return replyFull
 	}
-	head := r.Method == http.MethodHead
-	full := status != http.StatusOK || !needsServeContent(r.Header)
-	var (
-		data []byte
-		obj  blob.Object
-		err  error
-	)
-	if !head || !full {
-		data, obj, err = s.content.get(ctx, s.store, f)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Error("cannot read site file", "path", f.path, "digest", f.digest, "err", err)
-			}
-			delete(h, "Etag")
-			s.plain(w, r, http.StatusBadGateway, s.hdr.noStore)
-			return
-		}
-		if obj != nil {
-			defer obj.Close()
-		}
+	switch {
+	case c.inmMatch && !c.preempt:
+		return replyNotModified
+	case c.other:
+		return replyServeContent
 	}
-	h["Content-Type"] = f.hType
-	h["X-Content-Type-Options"] = s.hdr.nosniff
-	if !full {
-		var rs io.ReadSeeker = obj
-		if obj == nil {
-			rs = bytes.NewReader(data)
-		}
-		http.ServeContent(w, r, "", time.Time{}, rs)
-		return
-	}
-	if status == http.StatusOK {
-		h["Accept-Ranges"] = s.hdr.bytes
-	}
-	h["Content-Length"] = f.hLength
-	w.WriteHeader(status)
-	if head {
-		return
-	}
-	if obj == nil {
-		_, err = w.Write(data)
-	} else {
-		// io.Copy reaches net/http's ReadFrom, which sendfiles an
-		// *os.File-backed object straight to the socket.
-		_, err = io.Copy(w, obj)
-	}
+	return replyFull
+}
+
+// fileContent returns f's content (data when memory-cached, else an open
+// object the caller must close), logging a store failure.
+func (s *Server) fileContent(ctx context.Context, f *file) ([]byte, blob.Object, error) {
+	data, obj, err := s.content.get(ctx, s.store, f)
 	if err != nil && ctx.Err() == nil {
-		s.log.Debug("write response", "path", f.path, "err", err)
+		s.log.Error("cannot read site file", "path", f.path, "digest", f.digest, "err", err)
 	}
+	return data, obj, err
 }
 
-// needsServeContent reports whether the request carries a byte range or a
-// precondition the fast path does not implement. (If-Modified-Since alone
-// needs nothing: without Last-Modified it is ignored.)
-func needsServeContent(h http.Header) bool {
-	if len(h) == 0 {
-		return false
-	}
-	return h["Range"] != nil || h["If-Match"] != nil || h["If-Unmodified-Since"] != nil
-}
-
-// etagListMatches reports whether an If-None-Match header (one or more
-// comma-separated lists) matches etag by the weak comparison RFC 9110
+// etagMatches reports whether one If-None-Match header value (a
+// comma-separated list) matches etag by the weak comparison RFC 9110
 // prescribes for it: "*" matches anything, W/ prefixes are ignored.
-func etagListMatches(lists []string, etag string) bool {
-	for _, l := range lists {
-		for l != "" {
-			var item string
-			item, l, _ = strings.Cut(l, ",")
-			item = strings.TrimSpace(item)
-			if item == "*" || strings.TrimPrefix(item, "W/") == etag {
-				return true
-			}
+func etagMatches(list, etag string) bool {
+	for list != "" {
+		var item string
+		item, list, _ = strings.Cut(list, ",")
+		item = strings.TrimSpace(item)
+		if item == "*" || strings.TrimPrefix(item, "W/") == etag {
+			return true
 		}
 	}
 	return false
-}
-
-// plain writes the edge's own small HTML answer for status.
-func (s *Server) plain(w http.ResponseWriter, r *http.Request, status int, cacheControl []string) {
-	h := w.Header()
-	h["Content-Type"] = s.hdr.html
-	h["X-Content-Type-Options"] = s.hdr.nosniff
-	h["Cache-Control"] = cacheControl
-	body := statusPage(status)
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	w.WriteHeader(status)
-	if r.Method != http.MethodHead {
-		_, _ = io.WriteString(w, body)
-	}
 }
 
 // statusPage is the body of the edge's own answers.

@@ -1,15 +1,19 @@
 package edge_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +21,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/valyala/fasthttp"
 
 	"github.com/zipship/zipship/infra/blob"
 	"github.com/zipship/zipship/infra/blob/fs"
@@ -28,15 +33,58 @@ const (
 	cacheImmutable = "public, max-age=31536000, immutable"
 )
 
-// env is an edge server over a real filesystem blob store, reached through
-// a real HTTP server.
-type env struct {
-	store blob.Store
-	edge  *edge.Server
-	srv   *httptest.Server
+// frontEnd is one of the edge's HTTP front ends; every test runs against
+// each.
+type frontEnd struct {
+	name string
+	// serve serves s on a loopback port until the test ends and returns
+	// its base URL.
+	serve func(t testing.TB, s *edge.Server) string
 }
 
-func newEnv(t testing.TB, store blob.Store, opts edge.Options) *env {
+var frontEnds = []frontEnd{
+	{"nethttp", func(t testing.TB, s *edge.Server) string {
+		srv := httptest.NewServer(s)
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}},
+	{"fasthttp", func(t testing.TB, s *edge.Server) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := s.NewFastHTTPServer(10*time.Second, time.Minute)
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(ln) }()
+		t.Cleanup(func() {
+			if err := srv.Shutdown(); err != nil {
+				t.Error(err)
+			}
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+		return "http://" + ln.Addr().String()
+	}},
+}
+
+// eachFrontEnd runs test once per front end, as a subtest named after it.
+func eachFrontEnd(t *testing.T, test func(*testing.T, frontEnd)) {
+	for _, fe := range frontEnds {
+		t.Run(fe.name, func(t *testing.T) { test(t, fe) })
+	}
+}
+
+// env is an edge server over a real filesystem blob store, reached through
+// a real HTTP server (one of the front ends).
+type env struct {
+	store  blob.Store
+	edge   *edge.Server
+	url    string
+	client *http.Client
+}
+
+func newEnv(t testing.TB, fe frontEnd, store blob.Store, opts edge.Options) *env {
 	t.Helper()
 	if store == nil {
 		store = newStore(t)
@@ -45,8 +93,9 @@ func newEnv(t testing.TB, store blob.Store, opts edge.Options) *env {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	e := &env{store: store, edge: edge.New(store, opts)}
-	e.srv = httptest.NewServer(e.edge)
-	t.Cleanup(e.srv.Close)
+	e.url = fe.serve(t, e.edge)
+	e.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	t.Cleanup(e.client.CloseIdleConnections)
 	return e
 }
 
@@ -115,7 +164,7 @@ type response struct {
 // do sends method path to the edge with the Host header host.
 func (e *env) do(t testing.TB, method, host, path string, hdr ...string) response {
 	t.Helper()
-	req, err := http.NewRequest(method, e.srv.URL+path, nil)
+	req, err := http.NewRequest(method, e.url+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +172,7 @@ func (e *env) do(t testing.TB, method, host, path string, hdr ...string) respons
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	res, err := e.srv.Client().Do(req)
+	res, err := e.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,8 +206,10 @@ func deploymentHost(tenant, build string) string {
 	return strings.TrimPrefix(edge.DeploymentURL("http", "localhost", "", tenant, build), "http://")
 }
 
-func TestPathResolution(t *testing.T) {
-	e := newEnv(t, nil, edge.Options{})
+func TestPathResolution(t *testing.T) { eachFrontEnd(t, testPathResolution) }
+
+func testPathResolution(t *testing.T, fe frontEnd) {
+	e := newEnv(t, fe, nil, edge.Options{})
 	build := e.deploy(t, "acme", map[string]string{
 		"index.html":          "home",
 		"about.html":          "about page",
@@ -238,8 +289,10 @@ func TestPathResolution(t *testing.T) {
 	}
 }
 
-func TestHeaders(t *testing.T) {
-	e := newEnv(t, nil, edge.Options{})
+func TestHeaders(t *testing.T) { eachFrontEnd(t, testHeaders) }
+
+func testHeaders(t *testing.T, fe frontEnd) {
+	e := newEnv(t, fe, nil, edge.Options{})
 	files := map[string]string{
 		"index.html":                                "<p>home</p>",
 		"assets/app-3f9a1c2b.js":                    "vite js",
@@ -301,8 +354,10 @@ func TestHeaders(t *testing.T) {
 	}
 }
 
-func TestSPAFallback(t *testing.T) {
-	e := newEnv(t, nil, edge.Options{})
+func TestSPAFallback(t *testing.T) { eachFrontEnd(t, testSPAFallback) }
+
+func testSPAFallback(t *testing.T, fe frontEnd) {
+	e := newEnv(t, fe, nil, edge.Options{})
 	build := e.deploy(t, "spa", map[string]string{
 		"index.html": "spa shell",
 		"app.js":     "app",
@@ -345,11 +400,13 @@ func TestSPAFallback(t *testing.T) {
 	}
 }
 
-func TestConditionalRangeHead(t *testing.T) {
+func TestConditionalRangeHead(t *testing.T) { eachFrontEnd(t, testConditionalRangeHead) }
+
+func testConditionalRangeHead(t *testing.T, fe frontEnd) {
 	// Small files come from memory, big ones from the store: test both.
 	big := strings.Repeat("0123456789abcdef", (edge.MaxMemoryFileSize+4096)/16)
 	small := "<!doctype html><p>small page</p>"
-	e := newEnv(t, nil, edge.Options{})
+	e := newEnv(t, fe, nil, edge.Options{})
 	build := e.deploy(t, "acme", map[string]string{"index.html": small, "big.bin": big})
 
 	for _, tc := range []struct{ path, name, body string }{
@@ -429,8 +486,10 @@ func TestConditionalRangeHead(t *testing.T) {
 	}
 }
 
-func TestHostRouting(t *testing.T) {
-	e := newEnv(t, nil, edge.Options{BaseDomain: "Sites.Example.COM"})
+func TestHostRouting(t *testing.T) { eachFrontEnd(t, testHostRouting) }
+
+func testHostRouting(t *testing.T, fe frontEnd) {
+	e := newEnv(t, fe, nil, edge.Options{BaseDomain: "Sites.Example.COM"})
 	build := e.deploy(t, "acme", map[string]string{"index.html": "acme home"})
 	publish(t, e.store, "nopointer", map[string]string{"index.html": "never live"})
 
@@ -491,8 +550,10 @@ func TestHostRouting(t *testing.T) {
 	}
 }
 
-func TestPermanentURL(t *testing.T) {
-	e := newEnv(t, nil, edge.Options{PointerTTL: time.Hour})
+func TestPermanentURL(t *testing.T) { eachFrontEnd(t, testPermanentURL) }
+
+func testPermanentURL(t *testing.T, fe frontEnd) {
+	e := newEnv(t, fe, nil, edge.Options{PointerTTL: time.Hour})
 	v1 := e.deploy(t, "acme", map[string]string{"index.html": "v1 home", "about.html": "v1 about", "404.html": "v1 404"})
 	v2 := e.deploy(t, "acme", map[string]string{"index.html": "v2 home"})
 	other := e.deploy(t, "other", map[string]string{"index.html": "other home"})
@@ -552,9 +613,11 @@ func TestURLs(t *testing.T) {
 	}
 }
 
-func TestRefreshAndTTL(t *testing.T) {
+func TestRefreshAndTTL(t *testing.T) { eachFrontEnd(t, testRefreshAndTTL) }
+
+func testRefreshAndTTL(t *testing.T, fe frontEnd) {
 	t.Run("refresh", func(t *testing.T) {
-		e := newEnv(t, nil, edge.Options{PointerTTL: time.Hour})
+		e := newEnv(t, fe, nil, edge.Options{PointerTTL: time.Hour})
 		v1 := e.deploy(t, "acme", map[string]string{"index.html": "v1"})
 		v2 := publish(t, e.store, "acme", map[string]string{"index.html": "v2"})
 		point(t, e.store, "acme", v2)
@@ -578,7 +641,7 @@ func TestRefreshAndTTL(t *testing.T) {
 	})
 
 	t.Run("ttl", func(t *testing.T) {
-		e := newEnv(t, nil, edge.Options{PointerTTL: 50 * time.Millisecond})
+		e := newEnv(t, fe, nil, edge.Options{PointerTTL: 50 * time.Millisecond})
 		e.deploy(t, "acme", map[string]string{"index.html": "v1"})
 		if r := e.get(t, "acme.localhost", "/"); r.body != "v1" {
 			t.Fatalf("first: %q", r.body)
@@ -619,8 +682,10 @@ func TestRefreshAndTTL(t *testing.T) {
 // TestAtomicSwitch flips the pointer between two versions while requests
 // hammer the site: every response must be entirely one version, the one
 // its X-Zipship-Build header names.
-func TestAtomicSwitch(t *testing.T) {
-	e := newEnv(t, nil, edge.Options{PointerTTL: time.Hour})
+func TestAtomicSwitch(t *testing.T) { eachFrontEnd(t, testAtomicSwitch) }
+
+func testAtomicSwitch(t *testing.T, fe frontEnd) {
+	e := newEnv(t, fe, nil, edge.Options{PointerTTL: time.Hour})
 	versions := map[string]map[string]string{} // build → path → body
 	var builds []string
 	for _, v := range []string{"AAAA", "BBBB"} {
@@ -656,7 +721,7 @@ func TestAtomicSwitch(t *testing.T) {
 			defer wg.Done()
 			for i := w; ctx.Err() == nil; i++ {
 				p := paths[i%len(paths)]
-				req, _ := http.NewRequest(http.MethodGet, e.srv.URL+p, nil)
+				req, _ := http.NewRequest(http.MethodGet, e.url+p, nil)
 				req.Host = "flip.localhost"
 				res, err := client.Do(req)
 				if err != nil {
@@ -722,9 +787,11 @@ func (s *faultyStore) Open(ctx context.Context, key string) (blob.Object, error)
 	return s.Store.Open(ctx, key)
 }
 
-func TestStoreFailure(t *testing.T) {
+func TestStoreFailure(t *testing.T) { eachFrontEnd(t, testStoreFailure) }
+
+func testStoreFailure(t *testing.T, fe frontEnd) {
 	fst := &faultyStore{Store: newStore(t)}
-	e := newEnv(t, fst, edge.Options{PointerTTL: 20 * time.Millisecond, MemoryCacheBytes: -1})
+	e := newEnv(t, fe, fst, edge.Options{PointerTTL: 20 * time.Millisecond, MemoryCacheBytes: -1})
 	v1 := e.deploy(t, "acme", map[string]string{"index.html": "v1"})
 	if r := e.get(t, "acme.localhost", "/"); r.body != "v1" {
 		t.Fatalf("before failure: %q", r.body)
@@ -753,7 +820,7 @@ func TestStoreFailure(t *testing.T) {
 
 	// With the memory cache on, a failing store still leaves the site up.
 	fst2 := &faultyStore{Store: newStore(t)}
-	e2 := newEnv(t, fst2, edge.Options{PointerTTL: 20 * time.Millisecond})
+	e2 := newEnv(t, fe, fst2, edge.Options{PointerTTL: 20 * time.Millisecond})
 	e2.deploy(t, "acme", map[string]string{"index.html": "cached v1"})
 	if r := e2.get(t, "acme.localhost", "/"); r.body != "cached v1" {
 		t.Fatalf("warm-up: %q", r.body)
@@ -767,9 +834,11 @@ func TestStoreFailure(t *testing.T) {
 	}
 }
 
-func TestCoalescedLoads(t *testing.T) {
+func TestCoalescedLoads(t *testing.T) { eachFrontEnd(t, testCoalescedLoads) }
+
+func testCoalescedLoads(t *testing.T, fe frontEnd) {
 	fst := &faultyStore{Store: newStore(t), delay: 200 * time.Millisecond}
-	e := newEnv(t, fst, edge.Options{PointerTTL: time.Hour})
+	e := newEnv(t, fe, fst, edge.Options{PointerTTL: time.Hour})
 	build := publish(t, fst, "acme", map[string]string{"index.html": "home"})
 	point(t, fst, "acme", build)
 
@@ -807,11 +876,13 @@ func TestCoalescedLoads(t *testing.T) {
 	}
 }
 
-func TestMemoryCache(t *testing.T) {
+func TestMemoryCache(t *testing.T) { eachFrontEnd(t, testMemoryCache) }
+
+func testMemoryCache(t *testing.T, fe frontEnd) {
 	// Content read once is served from memory: deleting the blob does not
 	// break the site (content addressing means it can never be stale).
 	st := newStore(t)
-	e := newEnv(t, st, edge.Options{})
+	e := newEnv(t, fe, st, edge.Options{})
 	build := e.deploy(t, "acme", map[string]string{"index.html": "home", "a.css": "a"})
 	if r := e.get(t, "acme.localhost", "/"); r.body != "home" {
 		t.Fatal(r.body)
@@ -825,7 +896,7 @@ func TestMemoryCache(t *testing.T) {
 
 	// Revalidation and HEAD need no content: they work with the blob gone
 	// (and cost no store read, which matters with S3).
-	e3 := newEnv(t, st, edge.Options{MemoryCacheBytes: -1})
+	e3 := newEnv(t, fe, st, edge.Options{MemoryCacheBytes: -1})
 	if err := e3.edge.Refresh(context.Background(), "acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -841,7 +912,7 @@ func TestMemoryCache(t *testing.T) {
 	}
 
 	// A tiny budget evicts, and every answer stays right.
-	e2 := newEnv(t, nil, edge.Options{MemoryCacheBytes: 3000})
+	e2 := newEnv(t, fe, nil, edge.Options{MemoryCacheBytes: 3000})
 	files := map[string]string{}
 	for i := range 8 {
 		files[fmt.Sprintf("f%d.txt", i)] = strings.Repeat(fmt.Sprint(i), 1000)
@@ -877,7 +948,7 @@ func benchEdge(b *testing.B, path string, size int) {
 		"assets/app-3f9a1c2b.js": strings.Repeat("x", 1<<20),
 	}
 	st := newStore(b)
-	e := newEnv(b, st, edge.Options{})
+	e := newEnv(b, frontEnds[0], st, edge.Options{})
 	e.deploy(b, "demo", files)
 
 	b.Run("handler", func(b *testing.B) {
@@ -895,30 +966,48 @@ func benchEdge(b *testing.B, path string, size int) {
 			}
 		}
 	})
-	b.Run("loopback", func(b *testing.B) {
-		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-		defer client.CloseIdleConnections()
+	b.Run("fasthandler", func(b *testing.B) {
+		var ctx fasthttp.RequestCtx
 		b.SetBytes(int64(size))
 		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			buf := make([]byte, 64<<10)
-			for pb.Next() {
-				req, _ := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
-				req.Host = "demo.localhost"
-				res, err := client.Do(req)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				n, _ := io.CopyBuffer(io.Discard, res.Body, buf)
-				res.Body.Close()
-				if res.StatusCode != 200 || n != int64(size) {
-					b.Errorf("status %d, %d bytes", res.StatusCode, n)
-					return
-				}
+		for b.Loop() {
+			ctx.Request.Reset()
+			ctx.Response.Reset()
+			ctx.Request.SetRequestURI(path)
+			ctx.Request.Header.SetHost("demo.localhost")
+			e.edge.ServeFastHTTP(&ctx)
+			if ctx.Response.StatusCode() != 200 || len(ctx.Response.Body()) != size {
+				b.Fatalf("status %d, %d bytes", ctx.Response.StatusCode(), len(ctx.Response.Body()))
 			}
-		})
+		}
 	})
+	for _, fe := range frontEnds {
+		url := fe.serve(b, e.edge)
+		b.Run("loopback-"+fe.name, func(b *testing.B) {
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			defer client.CloseIdleConnections()
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				buf := make([]byte, 64<<10)
+				for pb.Next() {
+					req, _ := http.NewRequest(http.MethodGet, url+path, nil)
+					req.Host = "demo.localhost"
+					res, err := client.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					n, _ := io.CopyBuffer(io.Discard, res.Body, buf)
+					res.Body.Close()
+					if res.StatusCode != 200 || n != int64(size) {
+						b.Errorf("status %d, %d bytes", res.StatusCode, n)
+						return
+					}
+				}
+			})
+		})
+	}
 }
 
 // BenchmarkEdgeSmallHTML serves a ~2 KB index.html (memory cache).
@@ -929,4 +1018,197 @@ func BenchmarkEdgeSmallHTML(b *testing.B) {
 // BenchmarkEdge1MB serves a 1 MiB hashed asset (streamed from the store).
 func BenchmarkEdge1MB(b *testing.B) {
 	benchEdge(b, "/assets/app-3f9a1c2b.js", 1<<20)
+}
+
+// TestFrontEndsAgree sends the same requests to both front ends over the
+// same edge and store, and requires the same status, headers (but Date)
+// and body, so that the fasthttp front end cannot drift from net/http's
+// semantics in the cases no other test covers.
+func TestFrontEndsAgree(t *testing.T) {
+	store := newStore(t)
+	e := newEnv(t, frontEnds[0], store, edge.Options{})
+	fastURL := frontEnds[1].serve(t, e.edge)
+	big := strings.Repeat("0123456789abcdef", (edge.MaxMemoryFileSize+4096)/16)
+	build := e.deploy(t, "acme", map[string]string{
+		"index.html":             "<!doctype html><p>home</p>",
+		"about.html":             "about",
+		"docs.html":              "docs page",
+		"docs/index.html":        "docs index",
+		"docs/404.html":          "docs 404",
+		"assets/app-3f9a1c2b.js": "console.log(1)",
+		"big.bin":                big,
+		"empty.txt":              "",
+	})
+	e.deploy(t, "spa", map[string]string{"index.html": "shell"})
+	etag := `"` + digest(t, store, "acme", build, "index.html") + `"`
+	bigETag := `"` + digest(t, store, "acme", build, "big.bin") + `"`
+	deployment := deploymentHost("acme", build)
+
+	type req struct {
+		method, host, path string
+		hdr                []string
+	}
+	var reqs []req
+	for _, host := range []string{"acme.localhost", "ACME.localhost:8080", deployment, "spa.localhost",
+		"nobody.localhost", "localhost", "127.0.0.1", "[::1]:80", "x.acme.localhost", ""} {
+		for _, p := range []string{"/", "/about", "/docs", "/docs/", "/docs/.", "/docs/x/y", "/missing", "/missing.js",
+			"/assets/app-3f9a1c2b.js", "/big.bin", "/empty.txt", "/%61bout", "/a%00b", "//about", "/a/../about", "/dashboard/1"} {
+			reqs = append(reqs, req{"GET", host, p, nil}, req{"HEAD", host, p, nil})
+		}
+	}
+	for _, p := range []string{"/", "/big.bin", "/empty.txt", "/missing"} {
+		for _, hdr := range [][]string{
+			{"If-None-Match", etag}, {"If-None-Match", bigETag}, {"If-None-Match", "W/" + etag + ", " + bigETag},
+			{"If-None-Match", `"x"`}, {"If-None-Match", "*"},
+			{"Range", "bytes=0-3"}, {"Range", "bytes=-5"}, {"Range", "bytes=10-"}, {"Range", "bytes=0-1,5-9"},
+			{"Range", "bytes=999999999-"}, {"Range", "bytes=x"}, {"Range", "items=0-1"},
+			{"Range", "bytes=0-1", "If-Range", etag}, {"Range", "bytes=0-1", "If-Range", bigETag}, {"Range", "bytes=0-1", "If-Range", `"stale"`},
+			{"Range", "bytes=0-1", "If-Range", "Mon, 02 Jan 2006 15:04:05 GMT"},
+			{"If-Match", etag}, {"If-Match", bigETag}, {"If-Match", `"x"`}, {"If-Match", "*"},
+			{"If-Unmodified-Since", "Mon, 02 Jan 2006 15:04:05 GMT"}, {"If-Modified-Since", "Mon, 02 Jan 2006 15:04:05 GMT"},
+			{"If-None-Match", etag, "If-Match", `"x"`}, {"If-None-Match", bigETag, "If-Match", bigETag},
+			{"If-None-Match", etag, "Range", "bytes=0-1"},
+		} {
+			reqs = append(reqs, req{"GET", "acme.localhost", p, hdr}, req{"HEAD", "acme.localhost", p, hdr})
+		}
+	}
+	for _, m := range []string{"POST", "PUT", "DELETE", "OPTIONS", "PATCH"} {
+		reqs = append(reqs, req{m, "acme.localhost", "/", nil}, req{m, "nobody.localhost", "/x", nil})
+	}
+
+	// (A body of more than 256 KiB gets the same 405 and Connection: close
+	// from both, but fasthttp then closes at once where net/http lingers,
+	// so a client still sending may see a reset.)
+	bodies := map[string]string{"POST": strings.Repeat("x", 32<<10), "PUT": "small"}
+	do := func(base string, r req) (string, error) {
+		var reqBody io.Reader
+		if b, ok := bodies[r.method]; ok {
+			reqBody = strings.NewReader(b)
+		}
+		hr, err := http.NewRequest(r.method, base+r.path, reqBody)
+		if err != nil {
+			return "", err
+		}
+		hr.Host = r.host
+		for i := 0; i+1 < len(r.hdr); i += 2 {
+			hr.Header.Set(r.hdr[i], r.hdr[i+1])
+		}
+		res, err := e.client.Do(hr)
+		if err != nil {
+			return "", err
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		if err != nil {
+			return "", err
+		}
+		res.Header.Del("Date")
+		// Multipart boundaries are random: name them the same.
+		if _, params, err := mime.ParseMediaType(res.Header.Get("Content-Type")); err == nil && params["boundary"] != "" {
+			b := params["boundary"]
+			res.Header.Set("Content-Type", strings.ReplaceAll(res.Header.Get("Content-Type"), b, "BOUNDARY"))
+			body = bytes.ReplaceAll(body, []byte(b), []byte("BOUNDARY"))
+		}
+		var sb strings.Builder
+		fmt.Fprintf(&sb, "%d TE=%v CL=%d\n", res.StatusCode, res.TransferEncoding, res.ContentLength)
+		_ = res.Header.Write(&sb)
+		fmt.Fprintf(&sb, "\n%q", body)
+		return sb.String(), nil
+	}
+	for _, r := range reqs {
+		want, err := do(e.url, r)
+		if err != nil {
+			t.Fatalf("net/http %+v: %v", r, err)
+		}
+		got, err := do(fastURL, r)
+		if err != nil {
+			t.Fatalf("fasthttp %+v: %v", r, err)
+		}
+		if got != want {
+			t.Errorf("%s %s%s %q:\nnet/http:\n%.600s\nfasthttp:\n%.600s", r.method, r.host, r.path, r.hdr, want, got)
+		}
+	}
+	t.Logf("%d requests compared", len(reqs))
+}
+
+// TestAbortedStreams closes connections in the middle of large answers,
+// including Range and If-Match ones (which the fasthttp front end streams
+// from a goroutine through a pipe): nothing may be left running.
+func TestAbortedStreams(t *testing.T) { eachFrontEnd(t, testAbortedStreams) }
+
+func testAbortedStreams(t *testing.T, fe frontEnd) {
+	e := newEnv(t, fe, nil, edge.Options{})
+	big := strings.Repeat("0123456789abcdef", 16<<20/16)
+	e.deploy(t, "acme", map[string]string{"index.html": "home", "big.bin": big})
+	e.get(t, "acme.localhost", "/") // warm up: the tenant is loaded
+	addr := strings.TrimPrefix(e.url, "http://")
+	for _, extra := range []string{"", "Range: bytes=1-\r\n", "Range: bytes=0-1,3-\r\n", "If-Match: *\r\n"} {
+		for range 5 {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.WriteString(c, "GET /big.bin HTTP/1.1\r\nHost: acme.localhost\r\n"+extra+"\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 4096)
+			if _, err := io.ReadFull(c, buf); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.HasPrefix(buf, []byte("HTTP/1.1 2")) {
+				t.Fatalf("%q: %.80q", extra, buf)
+			}
+			c.Close()
+		}
+	}
+	// What serves the answers (net/http's connections, fasthttp's workers)
+	// may idle on; what streams them may not.
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 1<<20)
+	for {
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		if !strings.Contains(stacks, "serveContent") && !strings.Contains(stacks, "contentWriter") &&
+			!strings.Contains(stacks, "edge.(*Server).fileHTTP") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("streams still running after their connections were closed:\n%s", stacks)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r := e.get(t, "acme.localhost", "/big.bin", "Range", "bytes=3-6"); r.status != 206 || r.body != "3456" {
+		t.Errorf("after aborts: %d %q", r.status, r.body)
+	}
+}
+
+// panickyStore panics when a blob is opened while panic is set.
+type panickyStore struct {
+	blob.Store
+	panic atomic.Bool
+}
+
+func (s *panickyStore) Open(ctx context.Context, key string) (blob.Object, error) {
+	if s.panic.Load() && strings.HasPrefix(key, "blobs/") {
+		panic("store bug")
+	}
+	return s.Store.Open(ctx, key)
+}
+
+// TestFastHTTPPanic: fasthttp does not recover a handler's panic, which
+// would stop the whole process; the edge answers 500 and closes the
+// connection instead, and keeps serving.
+func TestFastHTTPPanic(t *testing.T) {
+	st := &panickyStore{Store: newStore(t)}
+	e := newEnv(t, frontEnds[1], st, edge.Options{MemoryCacheBytes: -1})
+	e.deploy(t, "acme", map[string]string{"index.html": "home"})
+	st.panic.Store(true)
+	for _, hdr := range [][]string{nil, {"Range", "bytes=0-1"}} {
+		if r := e.get(t, "acme.localhost", "/", hdr...); r.status != http.StatusInternalServerError {
+			t.Errorf("GET %q with a panicking store: %d, want 500", hdr, r.status)
+		}
+	}
+	st.panic.Store(false)
+	if r := e.get(t, "acme.localhost", "/"); r.status != 200 || r.body != "home" {
+		t.Errorf("after the panics: %d %q", r.status, r.body)
+	}
 }

@@ -27,7 +27,7 @@ type site struct {
 	notFound map[string]*file
 	// index is the root index.html, the single-page-app fallback.
 	index  *file
-	hBuild []string // X-Zipship-Build value
+	hBuild hval // X-Zipship-Build value
 }
 
 // file is one file of a site version, with its response headers
@@ -37,10 +37,10 @@ type file struct {
 	digest  string
 	blobKey string
 	size    int64
-	hType   []string
-	hETag   []string
-	hCache  []string
-	hLength []string
+	hType   hval
+	hETag   hval
+	hCache  *hval // shared: revalidate or immutable
+	hLength hval
 	// mem links to the memory-cache entry of the content once loaded, so
 	// that cache hits need no lookup by digest.
 	mem atomic.Pointer[content]
@@ -56,9 +56,9 @@ func newSite(m *blob.Manifest, manifestKey string, hdr *headers) (*site, []strin
 		manifestKey: manifestKey,
 		routes:      make(map[string]*file, len(m.Files)*3/2),
 		notFound:    make(map[string]*file),
-		hBuild:      []string{m.BuildID},
+		hBuild:      newHval(m.BuildID),
 	}
-	types := make(map[string][]string) // share header values between files
+	types := make(map[string]hval) // share header values between files
 	files := make(map[string]*file, len(m.Files))
 	var bad []string
 	for p, mf := range m.Files {
@@ -75,7 +75,7 @@ func newSite(m *blob.Manifest, manifestKey string, hdr *headers) (*site, []strin
 		}
 		hType, ok := types[ct]
 		if !ok {
-			hType = []string{ct}
+			hType = newHval(ct)
 			types[ct] = hType
 		}
 		f := &file{
@@ -84,12 +84,12 @@ func newSite(m *blob.Manifest, manifestKey string, hdr *headers) (*site, []strin
 			blobKey: blob.BlobKey(mf.Digest),
 			size:    mf.Size,
 			hType:   hType,
-			hETag:   []string{`"` + mf.Digest + `"`},
-			hLength: []string{strconv.FormatInt(mf.Size, 10)},
-			hCache:  hdr.revalidate,
+			hETag:   newHval(`"` + mf.Digest + `"`),
+			hLength: newHval(strconv.FormatInt(mf.Size, 10)),
+			hCache:  &hdr.revalidate,
 		}
 		if immutable(p, ct) {
-			f.hCache = hdr.immutable
+			f.hCache = &hdr.immutable
 		}
 		files[p] = f
 	}

@@ -31,11 +31,10 @@ type tenant struct {
 	call *flightCall[*liveState] // the reload in progress, if any
 }
 
-// liveSite returns the site version tenant name serves now (nil when it has
-// no pointer). The fast path is a read-locked map lookup, an atomic load
-// and a clock read.
-func (s *Server) liveSite(ctx context.Context, name string) (*site, error) {
-	now := s.now()
+// liveSite returns the site version tenant name serves at now (s.now() of
+// the request; nil when it has no pointer). The fast path is a read-locked
+// map lookup and an atomic load.
+func (s *Server) liveSite(ctx context.Context, name string, now int64) (*site, error) {
 	s.mu.RLock()
 	t := s.tenants[name]
 	s.mu.RUnlock()
@@ -44,6 +43,9 @@ func (s *Server) liveSite(ctx context.Context, name string) (*site, error) {
 		if s.isMissing(name, now) {
 			return nil, nil
 		}
+		// The load runs in its own goroutine and may outlive this request,
+		// whose strings may alias a front end's reused buffers.
+		name := strings.Clone(name)
 		st, err := s.firstLoads.do(ctx, name, func(ctx context.Context) (*liveState, error) {
 			return s.firstLoad(ctx, name)
 		})
@@ -267,14 +269,16 @@ func (s *Server) loadSite(ctx context.Context, tenant, key string) (*site, error
 // tenant, or nil if there is no such build. label is "<build>.<tenant>".
 // Versions are immutable, so they are cached without expiry (in a bounded
 // LRU); absent ones are remembered for a TTL.
-func (s *Server) buildSite(ctx context.Context, label, tenant, build string) (*site, error) {
+func (s *Server) buildSite(ctx context.Context, label, tenant, build string, now int64) (*site, error) {
 	if st := s.builds.get(label); st != nil {
 		return st, nil
 	}
-	now := s.now()
 	if s.isMissing(label, now) {
 		return nil, nil
 	}
+	// As in liveSite: the load may outlive the request's buffers.
+	label = strings.Clone(label)
+	build, tenant = label[:len(build)], label[len(build)+1:]
 	return s.buildLoads.do(ctx, label, func(ctx context.Context) (*site, error) {
 		key := blob.ManifestKey(tenant, canonicalBuildID(build))
 		st, err := s.loadSite(ctx, tenant, key)
@@ -288,7 +292,7 @@ func (s *Server) buildSite(ctx context.Context, label, tenant, build string) (*s
 			s.log.Error("cannot load deployment", "tenant", tenant, "build", build, "err", err)
 			return nil, err
 		}
-		s.builds.add(strings.Clone(label), st)
+		s.builds.add(label, st)
 		return st, nil
 	})
 }
