@@ -92,7 +92,11 @@ type env struct {
 	mu      sync.Mutex
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t) }
+
+// newEnvWith is newEnv with the runner's configuration changed by opts,
+// which see the env's stores.
+func newEnvWith(t *testing.T, opts ...func(*env, *runners.Config)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	events, err := sqlite.Open(filepath.Join(dir, "events.db"))
@@ -117,7 +121,7 @@ func newEnv(t *testing.T) *env {
 	e.ref = &refresher{edge: e.edge, n: map[string]int{}}
 	e.site = httptest.NewServer(e.edge)
 	t.Cleanup(e.site.Close)
-	e.runner = runners.New(e.app, runners.Config{
+	cfg := runners.Config{
 		Name: "test-runner", WorkDir: e.work, ZipLimits: archive.DefaultLimits(), Refresher: e.ref, Log: log,
 		RetryDelay: func(attempt int) time.Duration {
 			e.mu.Lock()
@@ -125,7 +129,11 @@ func newEnv(t *testing.T) *env {
 			e.mu.Unlock()
 			return time.Millisecond
 		},
-	})
+	}
+	for _, o := range opts {
+		o(e, &cfg)
+	}
+	e.runner = runners.New(e.app, cfg)
 	return e
 }
 

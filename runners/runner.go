@@ -14,15 +14,29 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/zipship/zipship/app"
 	"github.com/zipship/zipship/archive"
+	"github.com/zipship/zipship/buildlog"
 	"github.com/zipship/zipship/domain"
 	"github.com/zipship/zipship/infra/cdn"
 	"github.com/zipship/zipship/infra/eventstore"
+	"github.com/zipship/zipship/runners/egress"
+	"github.com/zipship/zipship/runners/sandbox"
+)
+
+// Defaults of Config.
+const (
+	// DefaultInstallTimeout bounds the install step (the reference
+	// system's 10 minutes).
+	DefaultInstallTimeout = 10 * time.Minute
+	// DefaultBuildTimeout bounds the build step (the reference system's 15
+	// minutes).
+	DefaultBuildTimeout = 15 * time.Minute
 )
 
 // Config holds a runner's settings.
@@ -41,6 +55,41 @@ type Config struct {
 	// Tests set it to shorten the backoff.
 	RetryDelay func(attempt int) time.Duration
 	Log        *slog.Logger
+
+	// Sandbox runs the install and build commands of projects with a
+	// package.json. Nil: such projects fail at detect (ErrNeedsRunner);
+	// static sites need no sandbox.
+	Sandbox *sandbox.Sandbox
+	// Logs receives every build's log (commands, their output, the
+	// runner's notes); nil discards them. Errors quote the failed
+	// command's last lines either way.
+	Logs *buildlog.Broker
+	// NetNSDir is where the jobs' network namespaces are pinned
+	// (egress.DefaultNetNSDir when empty). Only this runner may use it.
+	NetNSDir string
+	// InstallAllow is what the install step may reach through its egress
+	// proxy (egress.Policy entries); nil means the npm registry
+	// (egress.NPMRegistry).
+	InstallAllow []string
+	// InstallAllowPrivate lets the install step's proxy dial the
+	// InstallAllow hosts even when they resolve to non-public addresses
+	// (a registry mirror on the internal network, or a network that
+	// intercepts the registry). It never applies to the build step, whose
+	// allow-list tenants extend.
+	InstallAllowPrivate bool
+	// BuildAllow is the operator's allow-list for the build step, added to
+	// each build's buildConfig.egressAllow. With both empty the build step
+	// has no network at all.
+	BuildAllow []string
+	// InstallTimeout and BuildTimeout bound the two sandboxed steps
+	// (DefaultInstallTimeout, DefaultBuildTimeout); the task is killed
+	// when they expire.
+	InstallTimeout, BuildTimeout time.Duration
+	// MemoryBytes is the sandbox's memory limit, named in out-of-memory
+	// errors; 0 means sandbox.DefaultMemoryBytes.
+	MemoryBytes int64
+	// Corepack says the sandbox can run corepack (pnpm and yarn projects).
+	Corepack bool
 }
 
 // Runner runs builds.
@@ -58,6 +107,21 @@ func New(a *app.App, cfg Config) *Runner {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.Logs == nil {
+		cfg.Logs = buildlog.NewBroker(discardBlobs{}, cfg.Log)
+	}
+	if cfg.InstallAllow == nil {
+		cfg.InstallAllow = []string{egress.NPMRegistry}
+	}
+	if cfg.InstallTimeout <= 0 {
+		cfg.InstallTimeout = DefaultInstallTimeout
+	}
+	if cfg.BuildTimeout <= 0 {
+		cfg.BuildTimeout = DefaultBuildTimeout
+	}
+	if cfg.MemoryBytes <= 0 {
+		cfg.MemoryBytes = sandbox.DefaultMemoryBytes
 	}
 	return &Runner{app: a, cfg: cfg, log: cfg.Log.With("runner", cfg.Name)}
 }
@@ -88,6 +152,11 @@ func (r *Runner) HandleMessage(msg *message.Message) error {
 // redelivery) is acknowledged without work. An error is returned only when
 // the outcome could not be recorded (or ctx ended): the request must then be
 // delivered again.
+//
+// ctx is the runner's: when it ends (shutdown) nothing is recorded and the
+// request is redelivered later. A cancel request (BuildCancelRequested)
+// ends only the attempt's own context: the running command is killed and
+// the build fails as "cancelled", not retried.
 func (r *Runner) Handle(ctx context.Context, meta app.Meta, buildID string) error {
 	for {
 		run, err := r.app.StartRun(ctx, meta, buildID, r.cfg.Name)
@@ -102,7 +171,8 @@ func (r *Runner) Handle(ctx context.Context, meta app.Meta, buildID string) erro
 		if err != nil {
 			return fmt.Errorf("start %s: %w", buildID, err)
 		}
-		log := r.log.With("build", buildID, "tenant", run.Build().Tenant(), "attempt", run.Build().Attempt())
+		attempt := run.Build().Attempt()
+		log := r.log.With("build", buildID, "tenant", run.Build().Tenant(), "attempt", attempt)
 		log.Info("build started")
 		err = r.attempt(ctx, run)
 		if err == nil {
@@ -120,8 +190,17 @@ func (r *Runner) Handle(ctx context.Context, meta app.Meta, buildID string) erro
 		}
 		log.Warn("build attempt failed", "step", se.Step, "retryable", se.Retryable, "err", se.Err)
 		e, ferr := run.Fail(ctx, se.Step, se.Err.Error(), se.Retryable)
+		if ferr != nil && eventstore.IsConflict(ferr) {
+			// Somebody else appended to the build's stream during the
+			// attempt (a cancel request): decide again on the fresh state,
+			// which turns the failure into "cancelled".
+			e, ferr = r.failFresh(ctx, meta, buildID, attempt, se)
+		}
 		if ferr != nil {
 			return fmt.Errorf("record failure of %s: %w", buildID, ferr)
+		}
+		if f, ok := e.(domain.BuildFailed); ok && f.Error == domain.CancelledError {
+			log.Info("build cancelled", "step", f.Step)
 		}
 		retry, ok := e.(domain.BuildAttemptFailed)
 		if !ok {
@@ -139,17 +218,79 @@ func (r *Runner) Handle(ctx context.Context, meta app.Meta, buildID string) erro
 	}
 }
 
-// attempt runs the pipeline once, in a fresh workspace.
-func (r *Runner) attempt(ctx context.Context, run *app.Run) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			r.log.Error("pipeline panic", "panic", v, "stack", string(debug.Stack()))
-			err = app.InfraError(fmt.Errorf("internal error: %v", v))
+// failFresh records the failure of attempt se on the build as it is now in
+// the event store (the Run's copy is stale). It returns the event appended,
+// or nil when there is nothing to record: the build is finished, or
+// another runner has moved it to another attempt.
+func (r *Runner) failFresh(ctx context.Context, meta app.Meta, buildID string, attempt int, se *app.StepError) (domain.Event, error) {
+	for range 20 {
+		b, err := r.app.Build(ctx, buildID)
+		if err != nil {
+			return nil, err
 		}
-	}()
+		if b.Status().Finished() || b.Attempt() != attempt {
+			return nil, nil
+		}
+		evs, err := b.Fail(se.Step, se.Err.Error(), se.Retryable, time.Now().UTC())
+		if err != nil {
+			return nil, err
+		}
+		env, err := app.Envelope(evs[0], b.Tenant(), meta)
+		if err != nil {
+			return nil, err
+		}
+		_, err = r.app.Events().Append(ctx, domain.BuildStream(buildID), eventstore.Exact(b.StreamVersion()), env)
+		if eventstore.IsConflict(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return evs[0], nil
+	}
+	return nil, fmt.Errorf("fail %s: the stream keeps changing", buildID)
+}
+
+// attempt runs the pipeline once, in a fresh workspace, with its own
+// build log and a context that a cancel request of the build ends.
+func (r *Runner) attempt(ctx context.Context, run *app.Run) (err error) {
 	b := run.Build()
 	ws := filepath.Join(r.cfg.WorkDir, fmt.Sprintf("%s-%d", b.ID(), b.Attempt()))
 	defer os.RemoveAll(ws)
-	p := &pipeline{r: r, run: run, ws: ws}
+
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stopWatch := r.watchCancel(actx, b, func() { cancel(errCancelled) })
+	defer stopWatch()
+
+	p := &pipeline{r: r, run: run, ws: ws, actx: actx}
+	p.log = r.cfg.Logs.Open(b.Tenant(), b.ID(), nil)
+	p.log.Printf("attempt %d on runner %s", b.Attempt(), r.cfg.Name)
+	defer func() {
+		switch {
+		case err == nil:
+			p.log.Printf("build succeeded")
+		case ctx.Err() != nil:
+			p.log.Printf("interrupted: the runner is shutting down; the build starts again when it is back")
+		case errors.Is(context.Cause(actx), errCancelled):
+			p.log.Printf("cancelled")
+		default:
+			// The headline: the error's quoted output is just above.
+			first, _, _ := strings.Cut(err.Error(), "\n")
+			p.log.Printf("failed at %s", strings.TrimSuffix(first, ":"))
+		}
+		p.closeLog()
+	}()
+	defer func() {
+		if v := recover(); v != nil {
+			r.log.Error("pipeline panic", "panic", v, "stack", string(debug.Stack()))
+			step := p.current
+			if step == "" {
+				step = domain.StepValidate
+			}
+			err = &app.StepError{Step: step, Err: fmt.Errorf("internal error: %v", v), Retryable: true}
+		}
+		err = p.redactErr(err)
+	}()
 	return p.execute(ctx)
 }

@@ -368,12 +368,13 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("audit order: %v", types)
 	}
 
-	// A project that needs a build fails at detect, naming the step.
+	// A project whose build fails (vite is not a dependency) fails at the
+	// build step in the sandbox, naming the step and the cause.
 	proj := filepath.Join(t.TempDir(), "app")
 	writeSite(t, proj, map[string]string{"package.json": `{"scripts":{"build":"vite build"}}`, "index.html": "x"})
 	out, errOut, code = deploy(t, s, token, "acme", proj)
-	if code != 1 || !strings.Contains(errOut, "detect") || !strings.Contains(errOut, "builds need a runner") {
-		t.Fatalf("deploy of an npm project: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	if code != 1 || !strings.Contains(errOut, "deploy failed at step build") || !strings.Contains(errOut, "vite: not found") {
+		t.Fatalf("deploy of a broken npm project: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
 	checkPage("/", 200, "home v1") // the failure did not touch the live site
 

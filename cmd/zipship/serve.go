@@ -10,6 +10,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -18,6 +21,7 @@ import (
 	"github.com/zipship/zipship/app"
 	"github.com/zipship/zipship/archive"
 	"github.com/zipship/zipship/auth"
+	"github.com/zipship/zipship/buildlog"
 	"github.com/zipship/zipship/gateway"
 	"github.com/zipship/zipship/gateway/live"
 	"github.com/zipship/zipship/infra/blob/fs"
@@ -26,6 +30,8 @@ import (
 	"github.com/zipship/zipship/infra/eventstore/sqlite"
 	"github.com/zipship/zipship/projections"
 	"github.com/zipship/zipship/runners"
+	"github.com/zipship/zipship/runners/egress"
+	"github.com/zipship/zipship/runners/sandbox"
 )
 
 // shutdownGrace bounds how long in-flight requests (uploads) may finish
@@ -40,10 +46,16 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	fset.SetOutput(stderr)
 	var c config
 	c.register(fset)
+	var rf runnerFlags
+	rf.register(fset)
 	if err := fset.Parse(args); err != nil {
 		return 2
 	}
 	if err := c.finish(); err != nil {
+		fmt.Fprintln(stderr, "zipship serve:", err)
+		return 2
+	}
+	if err := rf.finish(); err != nil {
 		fmt.Fprintln(stderr, "zipship serve:", err)
 		return 2
 	}
@@ -52,7 +64,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "zipship serve:", err)
 		return 2
 	}
-	if err := serve(ctx, c, log); err != nil {
+	if err := serve(ctx, c, rf, log); err != nil {
 		log.Error("serve failed", "err", err)
 		return 1
 	}
@@ -63,7 +75,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 // stop accepting, let in-flight uploads finish (an acknowledged upload is
 // already stored), stop the runner (an interrupted build is redelivered on
 // the next start), close the stores.
-func serve(ctx context.Context, c config, log *slog.Logger) error {
+func serve(ctx context.Context, c config, rf runnerFlags, log *slog.Logger) error {
 	for _, d := range []string{c.dataDir, c.path("work")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
@@ -95,16 +107,27 @@ func serve(ctx context.Context, c config, log *slog.Logger) error {
 	defer rm.Close()
 
 	a := app.New(events, blobs, log)
+	logs := buildlog.NewBroker(blobs, log.With("component", "buildlog"))
 	edgeSrv := edge.New(blobs, edge.Options{BaseDomain: c.baseDomain, Logger: log.With("component", "edge")})
 	projector := projections.NewProjector(events, rm, log)
 	hub := live.NewHub(events, c.urls(), log.With("component", "live"))
 	hub.WaitForReadModels(projector)
+	hub.WithLogs(logs)
 	gw := gateway.New(a, rm, projector, hub, gateway.Config{
 		Secret: secret, MaxUploadSize: c.maxUploadSize, ZipLimits: archive.DefaultLimits(),
-		URLs: c.urls(), Refresher: edgeSrv, Log: log.With("component", "gateway"),
+		URLs: c.urls(), Refresher: edgeSrv, Logs: logs, Log: log.With("component", "gateway"),
 	})
+	sb, stopSandbox, err := startSandbox(ctx, c, rf, log)
+	if err != nil {
+		return err
+	}
+	defer stopSandbox()
 	runner := runners.New(a, runners.Config{WorkDir: c.path("work"), ZipLimits: archive.DefaultLimits(),
-		Refresher: edgeSrv, Log: log.With("component", "runner")})
+		Refresher: edgeSrv, Log: log.With("component", "runner"),
+		Sandbox: sb, Logs: logs, NetNSDir: c.path("netns"),
+		InstallAllow: rf.installAllowList, InstallAllowPrivate: rf.installAllowPrivate, BuildAllow: rf.buildAllowList,
+		InstallTimeout: rf.installTimeout, BuildTimeout: rf.buildTimeout, MemoryBytes: rf.memoryBytes,
+		Corepack: sb != nil && hostHasCorepack()})
 
 	pubsub := bus.NewInProcess(log.With("component", "bus"))
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 5 * time.Second}, bus.Logger(log.With("component", "router")))
@@ -222,4 +245,156 @@ func serveHTTP(srv *http.Server, ln net.Listener) error {
 		return err
 	}
 	return nil
+}
+
+// runnerFlags are serve's settings of the build runner and its sandbox.
+// Every flag has an environment variable; a flag given on the command line
+// wins.
+type runnerFlags struct {
+	sandbox             string
+	memory              string
+	pids, cpus          string
+	installAllow        string
+	buildAllow          string
+	installAllowPrivate bool
+	installTimeoutS     string
+	buildTimeoutS       string
+
+	memoryBytes                  int64
+	pidsN                        int64
+	cpusN                        float64
+	installAllowList             []string
+	buildAllowList               []string
+	installTimeout, buildTimeout time.Duration
+}
+
+func (f *runnerFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.sandbox, "sandbox", env("ZIPSHIP_SANDBOX", "auto"), "build sandbox (containerd): auto (use it when containerd can be reached or started, else serve static sites only), on (required) or off (env ZIPSHIP_SANDBOX)")
+	fs.StringVar(&f.memory, "memory", env("ZIPSHIP_MEMORY", "2gb"), "memory+swap limit of each install or build command (env ZIPSHIP_MEMORY)")
+	fs.StringVar(&f.pids, "pids", env("ZIPSHIP_PIDS", "512"), "process and thread limit of each install or build command (env ZIPSHIP_PIDS)")
+	fs.StringVar(&f.cpus, "cpus", env("ZIPSHIP_CPUS", "1"), "CPU quota of each install or build command, in CPUs (env ZIPSHIP_CPUS)")
+	fs.StringVar(&f.installAllow, "install-allow", env("ZIPSHIP_INSTALL_ALLOW", egress.NPMRegistry), "comma-separated hosts (host[:port], *.domain) the install step may reach through the egress proxy (env ZIPSHIP_INSTALL_ALLOW)")
+	fs.BoolVar(&f.installAllowPrivate, "install-allow-private", env("ZIPSHIP_INSTALL_ALLOW_PRIVATE", "") != "", "let the install step's allowed hosts resolve to non-public addresses (a registry mirror on the internal network, or a network that intercepts the registry) (env ZIPSHIP_INSTALL_ALLOW_PRIVATE, any value)")
+	fs.StringVar(&f.buildAllow, "build-allow", env("ZIPSHIP_BUILD_ALLOW", ""), "comma-separated hosts every build step may reach through the egress proxy, on top of each build's buildConfig.egressAllow; none by default: no network (env ZIPSHIP_BUILD_ALLOW)")
+	fs.StringVar(&f.installTimeoutS, "install-timeout", env("ZIPSHIP_INSTALL_TIMEOUT", runners.DefaultInstallTimeout.String()), "time limit of the install step (env ZIPSHIP_INSTALL_TIMEOUT)")
+	fs.StringVar(&f.buildTimeoutS, "build-timeout", env("ZIPSHIP_BUILD_TIMEOUT", runners.DefaultBuildTimeout.String()), "time limit of the build step (env ZIPSHIP_BUILD_TIMEOUT)")
+}
+
+// finish validates the parsed flags.
+func (f *runnerFlags) finish() error {
+	switch f.sandbox {
+	case "auto", "on", "off":
+	default:
+		return fmt.Errorf("--sandbox %q: use auto, on or off", f.sandbox)
+	}
+	n, err := gateway.ParseSize(f.memory)
+	if err != nil {
+		return fmt.Errorf("--memory: %w", err)
+	}
+	f.memoryBytes = n
+	if f.pidsN, err = strconv.ParseInt(f.pids, 10, 64); err != nil || f.pidsN < 1 {
+		return fmt.Errorf("--pids %q: a positive number", f.pids)
+	}
+	if f.cpusN, err = strconv.ParseFloat(f.cpus, 64); err != nil || !(f.cpusN >= 0.01 && f.cpusN <= 1024) {
+		return fmt.Errorf("--cpus %q: a number of CPUs, e.g. 1 or 0.5", f.cpus)
+	}
+	for _, d := range []struct {
+		name string
+		s    string
+		v    *time.Duration
+	}{{"--install-timeout", f.installTimeoutS, &f.installTimeout}, {"--build-timeout", f.buildTimeoutS, &f.buildTimeout}} {
+		t, err := time.ParseDuration(d.s)
+		if err != nil || t <= 0 {
+			return fmt.Errorf("%s %q: a positive duration, e.g. 10m", d.name, d.s)
+		}
+		*d.v = t
+	}
+	for _, l := range []struct {
+		name string
+		s    string
+		v    *[]string
+	}{{"--install-allow", f.installAllow, &f.installAllowList}, {"--build-allow", f.buildAllow, &f.buildAllowList}} {
+		var entries []string
+		for _, e := range strings.Split(l.s, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				entries = append(entries, e)
+			}
+		}
+		p, err := egress.ParsePolicy(entries)
+		if err != nil {
+			return fmt.Errorf("%s: %w", l.name, err)
+		}
+		*l.v = p.Allow
+	}
+	if f.installAllowList == nil {
+		f.installAllowList = []string{} // none: not the runner's default
+	}
+	return nil
+}
+
+// startSandbox prepares the build sandbox as --sandbox says: the rootfs
+// under the data directory, a containerd (a running one, or its own
+// supervised under the data directory), no leftovers of a crash (pinned
+// network namespaces, containers). With auto, a sandbox that cannot be had
+// is a warning: static sites still deploy, npm projects fail at detect.
+// stop closes the sandbox and stops the containerd it started.
+func startSandbox(ctx context.Context, c config, f runnerFlags, log *slog.Logger) (*sandbox.Sandbox, func(), error) {
+	if f.sandbox == "off" {
+		log.Info("build sandbox off: projects with a package.json fail at detect; static sites deploy")
+		return nil, func() {}, nil
+	}
+	sb, stop, err := openSandbox(ctx, c, f, log)
+	if err != nil {
+		if f.sandbox == "on" {
+			return nil, nil, fmt.Errorf("build sandbox (--sandbox on): %w", err)
+		}
+		log.Warn("no build sandbox: projects with a package.json fail at detect; static sites deploy (--sandbox on makes this fatal)", "err", err)
+		return nil, func() {}, nil
+	}
+	return sb, stop, nil
+}
+
+func openSandbox(ctx context.Context, c config, f runnerFlags, log *slog.Logger) (*sandbox.Sandbox, func(), error) {
+	if err := egress.CleanupStale(c.path("netns")); err != nil {
+		return nil, nil, err
+	}
+	rootfs := c.path("rootfs")
+	if err := sandbox.PrepareRootFS(rootfs); err != nil {
+		return nil, nil, err
+	}
+	addr, stopContainerd, err := sandbox.EnsureContainerd(ctx, c.dataDir, log.With("component", "containerd"))
+	if err != nil {
+		return nil, nil, err
+	}
+	sb, err := sandbox.New(ctx, sandbox.Config{Address: addr, RootFS: rootfs, MemoryBytes: f.memoryBytes,
+		Pids: f.pidsN, CPUs: f.cpusN, Log: log.With("component", "sandbox")})
+	if err != nil {
+		stopContainerd()
+		return nil, nil, err
+	}
+	// Containers a crash left behind. A containerd of our own runs only our
+	// jobs: all of them go. A shared one may run other runners' jobs: only
+	// those older than any job can be.
+	olderThan := time.Duration(0)
+	if addr == sandbox.DefaultAddress || addr == os.Getenv(sandbox.AddressEnv) {
+		olderThan = max(f.installTimeout, f.buildTimeout) + 10*time.Minute
+	}
+	if n, err := sb.Prune(ctx, olderThan); err != nil {
+		log.Warn("sandbox: removing leftover containers", "removed", n, "err", err)
+	}
+	log.Info("build sandbox ready", "containerd", addr, "memory", gateway.FormatSize(f.memoryBytes), "pids", f.pidsN,
+		"cpus", f.cpusN, "install_allow", strings.Join(f.installAllowList, ","), "build_allow", strings.Join(f.buildAllowList, ","))
+	return sb, func() {
+		sb.Close()
+		if err := stopContainerd(); err != nil {
+			log.Warn("stop containerd", "err", err)
+		}
+	}, nil
+}
+
+// hostHasCorepack tells whether the sandbox, which runs the host's /usr,
+// can run corepack (pnpm and yarn projects).
+func hostHasCorepack() bool {
+	p, err := exec.LookPath("corepack")
+	return err == nil && strings.HasPrefix(p, "/usr/")
 }

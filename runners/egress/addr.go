@@ -5,24 +5,24 @@ import "net/netip"
 // blockedPrefixes are ranges a job must never reach through the proxy on
 // top of what the netip predicates in publicAddr catch: they are either the
 // host's and the internal network's own addresses, or addresses with no
-// legitimate use as a download destination.
+// legitimate use as a download destination. The documentation ranges
+// (TEST-NET-1/2/3, 2001:db8::/32) are not here: they are never routed on
+// the internet, so a network that uses them does it on purpose (the package
+// registry here sits in one); the host's own attached networks are refused
+// separately (Proxy.hostAddr), whatever their range.
 var blockedPrefixes = func() []netip.Prefix {
 	var ps []netip.Prefix
 	for _, s := range []string{
-		"0.0.0.0/8",       // "this network"
-		"100.64.0.0/10",   // carrier-grade NAT (RFC 6598)
-		"192.0.0.0/24",    // IETF protocol assignments
-		"192.0.2.0/24",    // TEST-NET-1
-		"198.18.0.0/15",   // benchmarking
-		"198.51.100.0/24", // TEST-NET-2
-		"203.0.113.0/24",  // TEST-NET-3
-		"240.0.0.0/4",     // reserved, and 255.255.255.255
-		"::/96",           // unspecified, loopback, IPv4-compatible
-		"100::/64",        // discard-only
-		"2001::/32",       // Teredo: hides an IPv4 address
-		"2001:db8::/32",   // documentation
-		"fec0::/10",       // deprecated site-local
-		"64:ff9b:1::/48",  // local-use NAT64
+		"0.0.0.0/8",      // "this network"
+		"100.64.0.0/10",  // carrier-grade NAT (RFC 6598)
+		"192.0.0.0/24",   // IETF protocol assignments
+		"198.18.0.0/15",  // benchmarking
+		"240.0.0.0/4",    // reserved, and 255.255.255.255
+		"::/96",          // unspecified, loopback, IPv4-compatible
+		"100::/64",       // discard-only
+		"2001::/32",      // Teredo: hides an IPv4 address
+		"fec0::/10",      // deprecated site-local
+		"64:ff9b:1::/48", // local-use NAT64
 	} {
 		ps = append(ps, netip.MustParsePrefix(s))
 	}

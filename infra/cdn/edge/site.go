@@ -208,13 +208,22 @@ func hasHashSegment(name string) bool {
 		if name[i] != '-' && name[i] != '.' {
 			continue
 		}
-		j, digit := i+1, false
+		j, digit, upper, lower := i+1, false, false, false
 		for ; j < len(name) && isHashChar(name[j]); j++ {
-			if name[j] >= '0' && name[j] <= '9' {
+			switch c := name[j]; {
+			case c >= '0' && c <= '9':
 				digit = true
+			case c >= 'A' && c <= 'Z':
+				upper = true
+			case c >= 'a' && c <= 'z':
+				lower = true
 			}
 		}
-		if j-(i+1) >= 8 && digit && (j == len(name) || name[j] == '.') {
+		// A hash has a digit, or is exactly Vite's 8 base64url characters
+		// in mixed case (index-DsKaihGT.js); a word like "background"
+		// (one case, or another length) is not one.
+		n := j - (i + 1)
+		if (n >= 8 && digit || n == 8 && upper && lower) && (j == len(name) || name[j] == '.') {
 			return true
 		}
 	}
