@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/zipship/zipship/domain"
 	"github.com/zipship/zipship/infra/blob"
 )
 
@@ -12,12 +13,8 @@ import (
 // text. With ?follow=1 and a build still running, the answer streams new
 // lines until the build's log closes; otherwise it is the log so far (the
 // stored log once the build ended).
-func (s *Server) buildLogs(w http.ResponseWriter, r *http.Request, user string) {
-	tenant := r.PathValue("tenant")
-	if _, err := s.app.Authorize(r.Context(), tenant, user, anyRole...); err != nil {
-		s.fail(w, r, tenant, err)
-		return
-	}
+func (s *Server) buildLogs(w http.ResponseWriter, r *http.Request, user string, t *domain.Tenant) {
+	tenant := t.ID()
 	b, err := s.rm.GetBuild(r.Context(), tenant, r.PathValue("build"))
 	if err != nil {
 		s.fail(w, r, tenant, err)

@@ -62,12 +62,8 @@ func (s *Server) liveBuild(r *http.Request, tenant string) string {
 	return ""
 }
 
-func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request, user string) {
-	tenant := r.PathValue("tenant")
-	if _, err := s.app.Authorize(r.Context(), tenant, user, anyRole...); err != nil {
-		s.fail(w, r, tenant, err)
-		return
-	}
+func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request, user string, t *domain.Tenant) {
+	tenant := t.ID()
 	page, size, ok := pagination(w, r)
 	if !ok {
 		return
@@ -86,12 +82,8 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request, user string)
 		"data": map[string]any{"builds": views, "pagination": paginationView(page, size, total)}})
 }
 
-func (s *Server) getBuild(w http.ResponseWriter, r *http.Request, user string) {
-	tenant := r.PathValue("tenant")
-	if _, err := s.app.Authorize(r.Context(), tenant, user, anyRole...); err != nil {
-		s.fail(w, r, tenant, err)
-		return
-	}
+func (s *Server) getBuild(w http.ResponseWriter, r *http.Request, user string, t *domain.Tenant) {
+	tenant := t.ID()
 	b, err := s.rm.GetBuild(r.Context(), tenant, r.PathValue("build"))
 	if err != nil {
 		s.fail(w, r, tenant, err)
@@ -103,13 +95,8 @@ func (s *Server) getBuild(w http.ResponseWriter, r *http.Request, user string) {
 
 // cancelBuild handles POST /api/builds/{t}/{b}/cancel: owners and admins
 // cancel any build of the tenant, members their own.
-func (s *Server) cancelBuild(w http.ResponseWriter, r *http.Request, user string) {
-	tenant := r.PathValue("tenant")
-	t, err := s.app.Authorize(r.Context(), tenant, user, anyRole...)
-	if err != nil {
-		s.fail(w, r, tenant, err)
-		return
-	}
+func (s *Server) cancelBuild(w http.ResponseWriter, r *http.Request, user string, t *domain.Tenant) {
+	tenant := t.ID()
 	b, err := s.rm.GetBuild(r.Context(), tenant, r.PathValue("build"))
 	if err != nil {
 		s.fail(w, r, tenant, err)
@@ -129,12 +116,8 @@ func (s *Server) cancelBuild(w http.ResponseWriter, r *http.Request, user string
 		"data": map[string]any{"build": map[string]any{"id": b.ID, "tenantId": tenant}}})
 }
 
-func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, user string) {
-	tenant := r.PathValue("tenant")
-	if _, err := s.app.Authorize(r.Context(), tenant, user, anyRole...); err != nil {
-		s.fail(w, r, tenant, err)
-		return
-	}
+func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, user string, t *domain.Tenant) {
+	tenant := t.ID()
 	page, size, ok := pagination(w, r)
 	if !ok {
 		return
@@ -162,12 +145,8 @@ func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, user st
 	writeJSON(w, http.StatusOK, map[string]any{"success": true, "data": data})
 }
 
-func (s *Server) rollback(w http.ResponseWriter, r *http.Request, user string) {
-	tenant := r.PathValue("tenant")
-	if _, err := s.app.Authorize(r.Context(), tenant, user, domain.RoleOwner, domain.RoleAdmin); err != nil {
-		s.fail(w, r, tenant, err)
-		return
-	}
+func (s *Server) rollback(w http.ResponseWriter, r *http.Request, user string, t *domain.Tenant) {
+	tenant := t.ID()
 	var body struct {
 		BuildID string `json:"buildId"`
 	}
@@ -213,12 +192,8 @@ type auditEvent struct {
 	Data          any    `json:"data"`
 }
 
-func (s *Server) audit(w http.ResponseWriter, r *http.Request, user string) {
-	tenant := r.PathValue("tenant")
-	if _, err := s.app.Authorize(r.Context(), tenant, user, anyRole...); err != nil {
-		s.fail(w, r, tenant, err)
-		return
-	}
+func (s *Server) audit(w http.ResponseWriter, r *http.Request, user string, t *domain.Tenant) {
+	tenant := t.ID()
 	q := r.URL.Query()
 	after, limit := int64(0), 100
 	if v := q.Get("after"); v != "" {
@@ -261,11 +236,7 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, user string) {
 	writeJSON(w, http.StatusOK, map[string]any{"success": true, "data": data})
 }
 
-func (s *Server) events(w http.ResponseWriter, r *http.Request, user string) {
-	tenant := r.PathValue("tenant")
-	if _, err := s.app.Authorize(r.Context(), tenant, user, anyRole...); err != nil {
-		s.fail(w, r, tenant, err)
-		return
-	}
+func (s *Server) events(w http.ResponseWriter, r *http.Request, user string, t *domain.Tenant) {
+	tenant := t.ID()
 	s.hub.Serve(w, r, tenant)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/zipship/zipship/archive"
 	"github.com/zipship/zipship/auth"
 	"github.com/zipship/zipship/buildlog"
+	"github.com/zipship/zipship/domain"
 	"github.com/zipship/zipship/gateway/live"
 	"github.com/zipship/zipship/infra/cdn"
 	"github.com/zipship/zipship/projections"
@@ -87,18 +88,20 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
 	})
 	mux.HandleFunc("POST /api/tenants", s.authed(s.createTenant))
-	mux.HandleFunc("GET /api/tenants/{tenant}", s.authed(s.getTenant))
-	mux.HandleFunc("POST /api/tenants/{tenant}/members", s.authed(s.addMember))
+	mux.HandleFunc("GET /api/tenants/{tenant}", s.authed(s.inTenant(s.getTenant, anyRole...)))
+	// Any member may ask; the domain decides what their role allows. A
+	// non-member learns nothing, not even from a bad body.
+	mux.HandleFunc("POST /api/tenants/{tenant}/members", s.authed(s.inTenant(s.addMember, anyRole...)))
 	mux.HandleFunc("DELETE /api/tenants/{tenant}/members/{user}", s.authed(s.removeMember))
-	mux.HandleFunc("GET /api/tenants/{tenant}/deployments", s.authed(s.listDeployments))
-	mux.HandleFunc("POST /api/tenants/{tenant}/rollback", s.authed(s.rollback))
-	mux.HandleFunc("GET /api/tenants/{tenant}/audit", s.authed(s.audit))
-	mux.HandleFunc("GET /api/tenants/{tenant}/events", s.authedQuery(s.events))
-	mux.HandleFunc("POST /api/builds/{tenant}", s.authed(s.upload))
-	mux.HandleFunc("GET /api/builds/{tenant}", s.authed(s.listBuilds))
-	mux.HandleFunc("GET /api/builds/{tenant}/{build}", s.authed(s.getBuild))
-	mux.HandleFunc("POST /api/builds/{tenant}/{build}/cancel", s.authed(s.cancelBuild))
-	mux.HandleFunc("GET /api/builds/{tenant}/{build}/logs", s.authed(s.buildLogs))
+	mux.HandleFunc("GET /api/tenants/{tenant}/deployments", s.authed(s.inTenant(s.listDeployments, anyRole...)))
+	mux.HandleFunc("POST /api/tenants/{tenant}/rollback", s.authed(s.inTenant(s.rollback, domain.RoleOwner, domain.RoleAdmin)))
+	mux.HandleFunc("GET /api/tenants/{tenant}/audit", s.authed(s.inTenant(s.audit, anyRole...)))
+	mux.HandleFunc("GET /api/tenants/{tenant}/events", s.authedQuery(s.inTenant(s.events, anyRole...)))
+	mux.HandleFunc("POST /api/builds/{tenant}", s.authed(s.inTenant(s.upload, anyRole...)))
+	mux.HandleFunc("GET /api/builds/{tenant}", s.authed(s.inTenant(s.listBuilds, anyRole...)))
+	mux.HandleFunc("GET /api/builds/{tenant}/{build}", s.authed(s.inTenant(s.getBuild, anyRole...)))
+	mux.HandleFunc("POST /api/builds/{tenant}/{build}/cancel", s.authed(s.inTenant(s.cancelBuild, anyRole...)))
+	mux.HandleFunc("GET /api/builds/{tenant}/{build}/logs", s.authed(s.inTenant(s.buildLogs, anyRole...)))
 	return s.recoverer(jsonFallback(mux))
 }
 
@@ -134,6 +137,25 @@ func (s *statusRecorder) WriteHeader(code int)        { s.status = code }
 
 // handler is an authenticated handler; user is the token's subject.
 type handler func(w http.ResponseWriter, r *http.Request, user string)
+
+// tenantHandler is a handler inside the {tenant} of the path, which the
+// user belongs to.
+type tenantHandler func(w http.ResponseWriter, r *http.Request, user string, t *domain.Tenant)
+
+// inTenant runs h only for members of the path's tenant holding one of
+// roles: non-members get 404, exactly as for a tenant that does not exist,
+// and members with too small a role 403.
+func (s *Server) inTenant(h tenantHandler, roles ...domain.Role) handler {
+	return func(w http.ResponseWriter, r *http.Request, user string) {
+		tenant := r.PathValue("tenant")
+		t, err := s.app.Authorize(r.Context(), tenant, user, roles...)
+		if err != nil {
+			s.fail(w, r, tenant, err)
+			return
+		}
+		h(w, r, user, t)
+	}
+}
 
 // authed requires a valid bearer token in the Authorization header.
 func (s *Server) authed(h handler) http.HandlerFunc {

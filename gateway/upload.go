@@ -52,13 +52,9 @@ type buildConfigBody struct {
 // it is stored and BuildRequested appended. Only then is the upload
 // acknowledged with 202; any failure before leaves no build, no event and no
 // blob behind.
-func (s *Server) upload(w http.ResponseWriter, r *http.Request, user string) {
-	tenant := r.PathValue("tenant")
+func (s *Server) upload(w http.ResponseWriter, r *http.Request, user string, t *domain.Tenant) {
+	tenant := t.ID()
 	ctx := r.Context()
-	if _, err := s.app.Authorize(ctx, tenant, user, domain.RoleOwner, domain.RoleAdmin, domain.RoleMember); err != nil {
-		s.fail(w, r, tenant, err)
-		return
-	}
 	idemKey := r.Header.Get("Idempotency-Key")
 	if len(idemKey) > 200 || strings.ContainsFunc(idemKey, func(c rune) bool { return c < ' ' || c == 0x7f }) {
 		writeError(w, http.StatusBadRequest, "invalid_idempotency_key", "Idempotency-Key must be at most 200 printable characters")
