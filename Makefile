@@ -35,6 +35,7 @@ bench: build
 	$(GO) run ./bench/eventstore
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./projections/
 	$(GO) run ./bench/upload
+	$(GO) run ./bench/build
 	$(GO) run ./bench/edge
 
 lint:
