@@ -352,3 +352,39 @@ func (db *DB) LiveTenants(ctx context.Context) ([]string, error) {
 	}
 	return out, nil
 }
+
+// BuildRef names a build and its tenant.
+type BuildRef struct {
+	ID       string `json:"id"`
+	TenantID string `json:"tenantId"`
+}
+
+// UnfinishedBuilds lists every build with neither BuildSucceeded nor
+// BuildFailed yet (status pending or building), of every tenant, in request
+// order (the position of their BuildRequested). A runner's start-up resumes
+// them: a request acknowledged on the bus but not finished before a crash
+// is found here. The list is as fresh as the read models: wait for the
+// projector first.
+func (db *DB) UnfinishedBuilds(ctx context.Context) ([]BuildRef, error) {
+	if db.isClosed() {
+		return nil, ErrClosed
+	}
+	rows, err := db.r.QueryContext(ctx, `SELECT id, tenant FROM builds
+		WHERE status IN ('pending', 'building') ORDER BY position`)
+	if err != nil {
+		return nil, fmt.Errorf("unfinished builds: %w", err)
+	}
+	defer rows.Close()
+	out := []BuildRef{}
+	for rows.Next() {
+		var b BuildRef
+		if err := rows.Scan(&b.ID, &b.TenantID); err != nil {
+			return nil, fmt.Errorf("unfinished builds: %w", err)
+		}
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("unfinished builds: %w", err)
+	}
+	return out, nil
+}

@@ -126,25 +126,52 @@ func New(a *app.App, cfg Config) *Runner {
 	return &Runner{app: a, cfg: cfg, log: cfg.Log.With("runner", cfg.Name)}
 }
 
-// HandleMessage is the bus handler: it runs the build of a BuildRequested
-// event and acknowledges every other event. Returning an error makes the bus
-// redeliver the message.
+// HandleMessage is a bus handler that runs the build of a BuildRequested
+// event inline, blocking the bus for the whole build, and acknowledges every
+// other event. Returning an error makes the bus redeliver the message. It
+// suits a consumer that runs one build at a time; `serve` hands messages to
+// a Scheduler instead (Scheduler.HandleMessage), which acknowledges at once.
 func (r *Runner) HandleMessage(msg *message.Message) error {
-	var ev eventstore.Event
-	if err := json.Unmarshal(msg.Payload, &ev); err != nil {
-		r.log.Error("undecodable message dropped", "uuid", msg.UUID, "err", err)
+	req, ev, ok := r.decodeRequest(msg)
+	if !ok {
 		return nil
 	}
+	meta := app.Meta{CorrelationID: ev.CorrelationID, CausationID: ev.ID.String(), TraceParent: ev.TraceParent}
+	return r.Handle(msg.Context(), meta, req.BuildID)
+}
+
+// decodeRequest returns the BuildRequested a bus message carries; ok is
+// false for any other event, and for a message that cannot be decoded
+// (logged and dropped: redelivering it would not help).
+func (r *Runner) decodeRequest(msg *message.Message) (req domain.BuildRequested, ev eventstore.Event, ok bool) {
+	if err := json.Unmarshal(msg.Payload, &ev); err != nil {
+		r.log.Error("undecodable message dropped", "uuid", msg.UUID, "err", err)
+		return req, ev, false
+	}
 	if ev.Type != (domain.BuildRequested{}).EventType() {
-		return nil
+		return req, ev, false
 	}
 	d, err := domain.Decode(ev.Type, ev.Data)
 	if err != nil {
 		r.log.Error("undecodable event dropped", "event", ev.ID, "err", err)
-		return nil
+		return req, ev, false
 	}
-	meta := app.Meta{CorrelationID: ev.CorrelationID, CausationID: ev.ID.String(), TraceParent: ev.TraceParent}
-	return r.Handle(msg.Context(), meta, d.(domain.BuildRequested).BuildID)
+	return d.(domain.BuildRequested), ev, true
+}
+
+// handleStored runs a build known by its id only (a Scheduler's work): its
+// events are caused by the stored BuildRequested and share its correlation
+// id, as when the request comes from the bus. Errors are Handle's.
+func (r *Runner) handleStored(ctx context.Context, buildID string) error {
+	raw, err := r.app.Events().ReadStream(ctx, domain.BuildStream(buildID), 1)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", buildID, err)
+	}
+	var meta app.Meta
+	if len(raw) > 0 { // else Handle reports the missing stream
+		meta = app.Meta{CorrelationID: raw[0].CorrelationID, CausationID: raw[0].ID.String(), TraceParent: raw[0].TraceParent}
+	}
+	return r.Handle(ctx, meta, buildID)
 }
 
 // Handle runs a build to its end: attempts, retries with backoff, and the
@@ -154,7 +181,8 @@ func (r *Runner) HandleMessage(msg *message.Message) error {
 // delivered again.
 //
 // ctx is the runner's: when it ends (shutdown) nothing is recorded and the
-// request is redelivered later. A cancel request (BuildCancelRequested)
+// build starts over later (the bus redelivers the request, or the next
+// start resumes the unfinished build). A cancel request (BuildCancelRequested)
 // ends only the attempt's own context: the running command is killed and
 // the build fails as "cancelled", not retried.
 func (r *Runner) Handle(ctx context.Context, meta app.Meta, buildID string) error {

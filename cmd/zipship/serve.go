@@ -38,7 +38,8 @@ import (
 // after SIGTERM.
 const shutdownGrace = 30 * time.Second
 
-// buildDrain bounds how long a build in progress may finish after SIGTERM.
+// buildDrain bounds how long the builds in progress may finish after
+// SIGTERM.
 const buildDrain = 10 * time.Second
 
 func runServe(ctx context.Context, args []string, stderr io.Writer) int {
@@ -128,13 +129,14 @@ func serve(ctx context.Context, c config, rf runnerFlags, log *slog.Logger) erro
 		InstallAllow: rf.installAllowList, InstallAllowPrivate: rf.installAllowPrivate, BuildAllow: rf.buildAllowList,
 		InstallTimeout: rf.installTimeout, BuildTimeout: rf.buildTimeout, MemoryBytes: rf.memoryBytes,
 		Corepack: sb != nil && hostHasCorepack()})
+	sched := runners.NewScheduler(runner, rf.concurrencyN)
 
 	pubsub := bus.NewInProcess(log.With("component", "bus"))
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 5 * time.Second}, bus.Logger(log.With("component", "router")))
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	router.AddConsumerHandler("runner", bus.EventsTopic, pubsub, runner.HandleMessage)
+	router.AddConsumerHandler("runner", bus.EventsTopic, pubsub, sched.HandleMessage)
 	relay := bus.NewRelay(events, pubsub, bus.FileCheckpoint(c.path("relay.checkpoint")), log)
 
 	apiLn, err := net.Listen("tcp", c.addr)
@@ -155,7 +157,9 @@ func serve(ctx context.Context, c config, rf runnerFlags, log *slog.Logger) erro
 	// Background roles stop when bg is cancelled, after the HTTP servers.
 	// The relay has its own context: it must stop before the router, or it
 	// would publish to a bus nobody listens to any more and move its
-	// checkpoint past events no runner saw.
+	// checkpoint past events no runner saw. The scheduler acknowledges a
+	// request once queued; what it had not finished is resumed from the
+	// event store at the next start, before the relay runs.
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	relayCtx, stopRelay := context.WithCancel(bg)
@@ -164,12 +168,18 @@ func serve(ctx context.Context, c config, rf runnerFlags, log *slog.Logger) erro
 	g, gctx := errgroup.WithContext(bg)
 	g.Go(func() error { return projector.Run(gctx) })
 	g.Go(func() error { return router.Run(gctx) })
+	g.Go(func() error { return sched.Run(gctx) })
 	g.Go(func() error {
 		defer close(relayDone)
 		select {
 		case <-router.Running():
 		case <-gctx.Done():
 			return nil
+		}
+		// In request order, before any new request from the bus: a
+		// tenant's builds then run in request order across a restart.
+		if err := resumeBuilds(relayCtx, a, rm, projector, sched, log); err != nil || relayCtx.Err() != nil {
+			return err
 		}
 		return relay.Run(relayCtx)
 	})
@@ -197,16 +207,24 @@ func serve(ctx context.Context, c config, rf runnerFlags, log *slog.Logger) erro
 	// A fasthttp server shut down before its Serve began would serve on:
 	// its Serve returns once the listener is closed.
 	edgeLn.Close()
-	// Let the build in hand finish for a while; then the runner is
-	// cancelled and the interrupted request is redelivered after a restart.
+	// No new requests; the builds in hand may finish for a while, then they
+	// are interrupted and, with the queued ones, resumed after a restart.
 	stopRelay()
 	select {
 	case <-relayDone:
 	case <-time.After(buildDrain):
-		log.Warn("build still running; interrupting it", "waited", buildDrain)
+		log.Warn("relay still publishing; closing the bus", "waited", buildDrain)
 	}
 	router.Close()
 	<-relayDone
+	dctx, cancelDrain := context.WithTimeout(context.Background(), buildDrain)
+	if !sched.Drain(dctx) {
+		log.Warn("builds still running; interrupting them", "waited", buildDrain, "running", sched.Running())
+	}
+	cancelDrain()
+	if n := sched.Queued(); n > 0 {
+		log.Info("queued builds left for the next start", "queued", n)
+	}
 	stopBG()
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
@@ -240,6 +258,39 @@ func repairPointers(ctx context.Context, a *app.App, rm *projections.DB, p *proj
 	return nil
 }
 
+// resumeBuilds enqueues, in request order, every build the event store
+// says is unfinished once the read models caught up with it: requests
+// acknowledged on the bus but not finished when the process stopped
+// (crash, or SIGTERM before they ended). A redelivered request for one of
+// them is then a no-op.
+func resumeBuilds(ctx context.Context, a *app.App, rm *projections.DB, p *projections.Projector, sched *runners.Scheduler, log *slog.Logger) error {
+	head, err := a.Events().Head(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // shutting down
+		}
+		return fmt.Errorf("resume builds: %w", err)
+	}
+	if err := p.WaitFor(ctx, head); err != nil {
+		if ctx.Err() != nil {
+			return nil // shutting down
+		}
+		return fmt.Errorf("resume builds: %w", err)
+	}
+	builds, err := rm.UnfinishedBuilds(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("resume builds: %w", err)
+	}
+	for _, b := range builds {
+		sched.Enqueue(b.TenantID, b.ID)
+	}
+	log.Info("unfinished builds resumed", "builds", len(builds), "concurrency", sched.Workers())
+	return nil
+}
+
 func serveHTTP(srv *http.Server, ln net.Listener) error {
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
@@ -259,6 +310,7 @@ type runnerFlags struct {
 	installAllowPrivate bool
 	installTimeoutS     string
 	buildTimeoutS       string
+	concurrency         string
 
 	memoryBytes                  int64
 	pidsN                        int64
@@ -266,6 +318,7 @@ type runnerFlags struct {
 	installAllowList             []string
 	buildAllowList               []string
 	installTimeout, buildTimeout time.Duration
+	concurrencyN                 int
 }
 
 func (f *runnerFlags) register(fs *flag.FlagSet) {
@@ -278,6 +331,7 @@ func (f *runnerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.buildAllow, "build-allow", env("ZIPSHIP_BUILD_ALLOW", ""), "comma-separated hosts every build step may reach through the egress proxy, on top of each build's buildConfig.egressAllow; none by default: no network (env ZIPSHIP_BUILD_ALLOW)")
 	fs.StringVar(&f.installTimeoutS, "install-timeout", env("ZIPSHIP_INSTALL_TIMEOUT", runners.DefaultInstallTimeout.String()), "time limit of the install step (env ZIPSHIP_INSTALL_TIMEOUT)")
 	fs.StringVar(&f.buildTimeoutS, "build-timeout", env("ZIPSHIP_BUILD_TIMEOUT", runners.DefaultBuildTimeout.String()), "time limit of the build step (env ZIPSHIP_BUILD_TIMEOUT)")
+	fs.StringVar(&f.concurrency, "concurrency", env("ZIPSHIP_BUILD_CONCURRENCY", "1"), "builds run at once; one tenant's builds always run one at a time, in request order (env ZIPSHIP_BUILD_CONCURRENCY)")
 }
 
 // finish validates the parsed flags.
@@ -294,6 +348,9 @@ func (f *runnerFlags) finish() error {
 	f.memoryBytes = n
 	if f.pidsN, err = strconv.ParseInt(f.pids, 10, 64); err != nil || f.pidsN < 1 {
 		return fmt.Errorf("--pids %q: a positive number", f.pids)
+	}
+	if f.concurrencyN, err = strconv.Atoi(f.concurrency); err != nil || f.concurrencyN < 1 || f.concurrencyN > 1024 {
+		return fmt.Errorf("--concurrency %q: a number of builds from 1 to 1024", f.concurrency)
 	}
 	if f.cpusN, err = strconv.ParseFloat(f.cpus, 64); err != nil || !(f.cpusN >= 0.01 && f.cpusN <= 1024) {
 		return fmt.Errorf("--cpus %q: a number of CPUs, e.g. 1 or 0.5", f.cpus)
