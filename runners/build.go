@@ -32,6 +32,13 @@ const TailLines = 50
 // maxTailLine caps one quoted line, so that an error stays readable.
 const maxTailLine = 500
 
+// MaxCommandLogBytes caps the output of one sandboxed command (stdout and
+// stderr together) that goes to the build log, which the runner keeps in
+// memory until the attempt ends and then stores: a build printing without
+// end must not exhaust either. The rest is left out of the log; a failed
+// command's error still quotes its last lines.
+const MaxCommandLogBytes = 16 << 20
+
 // corepackHome is where corepack keeps the package managers it downloads
 // during the install, inside the job's workspace but outside the project:
 // the build step (no network) needs the same ones, and $HOME is a fresh
@@ -341,6 +348,9 @@ func (p *pipeline) runJob(ctx context.Context, spec jobSpec) (*jobOutcome, error
 	tailOut, tailErr := newTailBuffer(TailLines), newTailBuffer(TailLines/2)
 	stdout, stderr := p.log.Writer(buildlog.Stdout), p.log.Writer(buildlog.Stderr)
 	tout, terr := tailOut.writer(), tailErr.writer()
+	budget := &logBudget{left: MaxCommandLogBytes, over: func() {
+		p.log.Printf("output of this command over %s: the rest is left out of the log", formatBytes(MaxCommandLogBytes))
+	}}
 	p.log.Printf("$ %s", strings.Join(spec.args, " "))
 	res, err := p.r.cfg.Sandbox.Run(ctx, sandbox.Job{
 		ID:        id,
@@ -349,8 +359,8 @@ func (p *pipeline) runJob(ctx context.Context, spec jobSpec) (*jobOutcome, error
 		Dir:       path.Join(sandbox.WorkspaceDir, "src", p.projectRel()),
 		Workspace: p.ws,
 		Timeout:   spec.timeout,
-		Stdout:    io.MultiWriter(stdout, tout),
-		Stderr:    io.MultiWriter(stderr, terr),
+		Stdout:    io.MultiWriter(budget.writer(stdout), tout),
+		Stderr:    io.MultiWriter(budget.writer(stderr), terr),
 		NetNSPath: netns,
 	})
 	stdout.Close()
@@ -465,6 +475,41 @@ func (o *jobOutcome) refusal(target string) string {
 		return fmt.Sprintf("the egress proxy refused %s: the %s step may not reach it: add it to buildConfig.egressAllow", target, o.spec.step)
 	}
 }
+
+// logBudget passes a command's output to the build log until left bytes
+// (of stdout and stderr together) went through, then drops the rest and
+// calls over once.
+type logBudget struct {
+	mu   sync.Mutex
+	left int64
+	over func()
+	said bool
+}
+
+// writer returns a writer into w that spends the budget.
+func (b *logBudget) writer(w io.Writer) io.Writer {
+	return writerFunc(func(p []byte) (int, error) {
+		b.mu.Lock()
+		keep := min(int64(len(p)), b.left)
+		b.left -= keep
+		say := keep < int64(len(p)) && !b.said
+		b.said = b.said || say
+		b.mu.Unlock()
+		if keep > 0 {
+			if _, err := w.Write(p[:keep]); err != nil {
+				return 0, err
+			}
+		}
+		if say {
+			b.over()
+		}
+		return len(p), nil
+	})
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // tailBuffer keeps the last n lines written through its writers (one per
 // stream, so that partial lines of stdout and stderr never mix).
