@@ -285,16 +285,6 @@ func (d *daemon) runOnce() error {
 	return err
 }
 
-// pid returns the running daemon's pid, 0 between restarts.
-func (d *daemon) pid() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cmd == nil || d.cmd.Process == nil {
-		return 0
-	}
-	return d.cmd.Process.Pid
-}
-
 // stop ends the supervisor and the daemon: SIGTERM to its process group,
 // SIGKILL after 10 s. Running shims are in their own process groups and
 // stay (containerd reconnects them at its next start). Idempotent.
