@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path"
 	"path/filepath"
 	"slices"
@@ -45,14 +46,26 @@ const MaxCommandLogBytes = 16 << 20
 // tmpfs in every job.
 const corepackHome = sandbox.WorkspaceDir + "/corepack"
 
+// corepackRegistry is where corepack downloads pnpm and Yarn from
+// (COREPACK_NPM_REGISTRY): the npm registry the install step may reach.
+// Without it corepack fetches Yarn from registry.yarnpkg.com and Yarn 2+
+// from repo.yarnpkg.com.
+const corepackRegistry = "https://registry.npmjs.org"
+
+// corepackSignatureSigns are corepack's errors when it cannot check the
+// npm registry's signature of a package manager it downloads.
+var corepackSignatureSigns = []string{"No compatible signature found in package metadata", "was not signed by any trusted keys"}
+
 // reservedEnv are variables the runner sets for every job: a user
 // variable of one of these names is ignored, so that a build cannot, say,
-// change PATH or point itself at another proxy.
+// change PATH or point itself at another proxy (or turn off corepack's
+// integrity check, COREPACK_INTEGRITY_KEYS).
 var reservedEnv = map[string]bool{
 	"PATH": true, "HOME": true, "USER": true, "LOGNAME": true, "TMPDIR": true,
 	"HTTP_PROXY": true, "HTTPS_PROXY": true, "http_proxy": true, "https_proxy": true,
 	"NO_PROXY": true, "no_proxy": true, "ALL_PROXY": true, "all_proxy": true,
 	"npm_config_proxy": true, "npm_config_https_proxy": true, "COREPACK_HOME": true,
+	"COREPACK_NPM_REGISTRY": true, "COREPACK_DEFAULT_TO_LATEST": true, "COREPACK_INTEGRITY_KEYS": true,
 }
 
 // npmEnv keeps npm from asking the registry whether a newer npm exists
@@ -94,7 +107,16 @@ func (p *pipeline) loadEnv(ctx context.Context) error {
 // is the egress proxy allowing Config.InstallAllow.
 func (p *pipeline) install(ctx context.Context) (string, error) {
 	env := mergeEnv(p.plan.ToolEnv, p.corepackEnv(), npmEnv)
-	job := jobSpec{step: domain.StepInstall, args: p.plan.InstallArgs, env: env, allow: p.r.cfg.InstallAllow,
+	allow := p.r.cfg.InstallAllow
+	if p.plan.PackageManager == detect.Yarn && slices.Contains(allow, egress.NPMRegistry) {
+		// Yarn 1 fetches the tarballs from the URLs in yarn.lock, which
+		// name Yarn's mirror of the npm registry (it never rewrites them
+		// to the configured registry); Yarn 2+ asks that mirror too unless
+		// the project's npmRegistryServer says otherwise. An operator's
+		// own list (a mirror) is left alone.
+		allow = union(allow, []string{egress.YarnRegistry})
+	}
+	job := jobSpec{step: domain.StepInstall, args: p.plan.InstallArgs, env: env, allow: allow,
 		network: true, allowPrivate: p.r.cfg.InstallAllowPrivate, timeout: p.r.cfg.InstallTimeout}
 	out, err := p.runJob(ctx, job)
 	if err != nil {
@@ -108,6 +130,10 @@ func (p *pipeline) install(ctx context.Context) (string, error) {
 		if out, err = p.runJob(ctx, job); err != nil {
 			return "", err
 		}
+	}
+	if out.failed() && p.plan.UsesCorepack && out.mentions(corepackSignatureSigns...) {
+		return "", app.UserError(fmt.Errorf("%w\ncorepack could not verify the npm registry's signature of %s: pin it with its hash in package.json's packageManager, e.g. \"%s@<version>+sha512.<hash>\" (corepack use %s@<version> writes it); corepack then checks the download against that hash",
+			out.failure(), p.plan.PackageManager, p.plan.PackageManager, p.plan.PackageManager))
 	}
 	if out.failed() {
 		return "", app.UserError(out.failure())
@@ -269,12 +295,38 @@ func (p *pipeline) export(ctx context.Context) (string, error) {
 }
 
 // corepackEnv points corepack at the workspace for projects that use it.
+//
+// Corepack's integrity check stays on (COREPACK_INTEGRITY_KEYS is never
+// set): every package manager it downloads is checked against a hash, or
+// against the npm registry's signature when there is no hash. The hash
+// comes from package.json's packageManager ("pnpm@9.15.0+sha512.<hex>",
+// what corepack use writes), or, for a project that pins no version, from
+// the release built into corepack (COREPACK_DEFAULT_TO_LATEST=0: corepack
+// does not ask the registry for the latest release, which would need the
+// signature check and give builds that change under the user's feet). Only
+// a version pinned without a hash ("pnpm@9.15.0") needs the registry's
+// signature; where the registry (or what intercepts it) serves metadata
+// without signatures such an install fails, and install says to pin the
+// hash. (Corepack 0.34 reads no COREPACK_INTEGRITY_CHECK; its switch is
+// COREPACK_INTEGRITY_KEYS=0, deliberately not used.)
 func (p *pipeline) corepackEnv() []string {
 	if !p.plan.UsesCorepack {
 		return nil
 	}
-	return []string{"COREPACK_HOME=" + corepackHome}
+	env := []string{"COREPACK_HOME=" + corepackHome, "COREPACK_NPM_REGISTRY=" + corepackRegistry, "COREPACK_DEFAULT_TO_LATEST=0"}
+	if _, err := os.Stat(systemCABundle); err == nil {
+		env = append(env, "NODE_EXTRA_CA_CERTS="+systemCABundle)
+	}
+	return env
 }
+
+// systemCABundle is the system's CA bundle (Debian's layout), which the
+// sandbox binds from the host's /etc/ssl. npm is pointed at it by the
+// host's npmrc (cafile); corepack downloads with Node's fetch, which only
+// trusts Node's own CAs unless NODE_EXTRA_CA_CERTS adds these (it adds,
+// never replaces): needed where the registry is reached through a proxy
+// with its own CA, harmless elsewhere.
+const systemCABundle = "/etc/ssl/certs/ca-certificates.crt"
 
 // jobSpec is one sandboxed command of a step.
 type jobSpec struct {
