@@ -51,7 +51,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -66,6 +65,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/zipship/zipship/bench/internal/harness"
 )
 
 const (
@@ -86,8 +87,6 @@ const (
 	liveTimeout = time.Minute
 	// rawTimeout bounds each raw npm command.
 	rawTimeout = 10 * time.Minute
-	// stopGrace exceeds the server's own shutdown grace (30s).
-	stopGrace = 40 * time.Second
 )
 
 // npmCIFlags are the flags zipship's runner gives `npm ci`
@@ -294,21 +293,17 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 			return fmt.Errorf("%s not found: the raw baseline runs npm on the host", tool)
 		}
 	}
-	tmp, err := os.MkdirTemp("", "zipship-bench-build-")
+	tmp, removeTmp, err := harness.TempDir(out, "zipship-bench-build-", cfg.keep)
 	if err != nil {
-		return fmt.Errorf("create temp dir: %w", err)
+		return err
 	}
-	if cfg.keep {
-		fmt.Fprintln(out, "temp dir:", tmp)
-	} else {
-		defer func() {
-			if rerr := os.RemoveAll(tmp); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("remove temp dir: %w", rerr))
-			}
-		}()
-	}
+	defer func() {
+		if rerr := removeTmp(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove temp dir: %w", rerr))
+		}
+	}()
 
-	bin, err := buildBinary(ctx, tmp)
+	bin, err := harness.BuildZipship(ctx, tmp)
 	if err != nil {
 		return err
 	}
@@ -326,24 +321,32 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 	}
 
 	dataDir := filepath.Join(tmp, "data")
-	srv, err := startServer(ctx, bin, dataDir, filepath.Join(tmp, "serve.log"), cfg.cpus)
+	// The build sandbox: serve starts its own containerd (and stops it on
+	// SIGTERM) and the egress proxy.
+	srv, err := harness.StartServe(ctx, bin, harness.ServeOptions{
+		DataDir:       dataDir,
+		Args:          []string{"--cpus", strconv.Itoa(cfg.cpus)},
+		Env:           []string{"ZIPSHIP_SANDBOX=on", "ZIPSHIP_LOG_LEVEL=warn", "ZIPSHIP_JWT_SECRET="},
+		LogPath:       filepath.Join(tmp, "serve.log"),
+		HealthTimeout: 2 * time.Minute,
+	})
 	if err != nil {
 		return err
 	}
 	defer func() {
-		serr := srv.stop()
+		serr := srv.Stop()
 		if serr != nil || err != nil {
-			srv.printLogTail(os.Stderr, 40)
+			srv.PrintLogTail(os.Stderr, 40)
 		}
 		err = errors.Join(err, serr)
 	}()
-	token, err := mintToken(ctx, bin, dataDir)
+	token, err := srv.Token(ctx, user, "ZIPSHIP_JWT_SECRET=")
 	if err != nil {
 		return err
 	}
-	api := &apiClient{base: srv.url, token: token, client: &http.Client{Timeout: time.Minute}}
+	api := &apiClient{&harness.Client{Base: srv.URL, Token: token, HTTP: &http.Client{Timeout: time.Minute}}}
 	for _, a := range apps {
-		if err := api.createTenant(ctx, tenantOf(a), "Build benchmark: "+a.label); err != nil {
+		if err := api.CreateTenant(ctx, tenantOf(a), "Build benchmark: "+a.label); err != nil {
 			return err
 		}
 	}
@@ -402,42 +405,6 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 // tenantOf is the tenant an app is deployed to.
 func tenantOf(a appSpec) string { return "bench-" + a.name }
 
-// goBinary is the go command: $GO (as the Makefile sets it) or go on PATH.
-func goBinary() string {
-	if g := os.Getenv("GO"); g != "" {
-		return g
-	}
-	return "go"
-}
-
-// moduleRoot is the directory holding the main module's go.mod.
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, goBinary(), "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the zipship module: run from the repository")
-	}
-	return filepath.Dir(gomod), nil
-}
-
-// buildBinary builds ./cmd/zipship into dir.
-func buildBinary(ctx context.Context, dir string) (string, error) {
-	root, err := moduleRoot(ctx)
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "zipship")
-	cmd := exec.CommandContext(ctx, goBinary(), "build", "-buildvcs=false", "-o", bin, "./cmd/zipship")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/zipship: %w\n%s", err, out)
-	}
-	return bin, nil
-}
-
 // writeApp writes the app's files into dir (which must not exist yet) with
 // the marker in place of markerToken, and the lockfile if not nil.
 func writeApp(dir string, a appSpec, marker string, lock []byte) error {
@@ -489,18 +456,9 @@ func runCmd(ctx context.Context, dir string, env []string, timeout time.Duration
 	err := cmd.Run()
 	d := time.Since(start)
 	if err != nil {
-		return d, fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, tail(buf.String(), 40))
+		return d, fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, harness.Tail(buf.String(), 40))
 	}
 	return d, nil
-}
-
-// tail returns the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // makeLockfile generates the app's package-lock.json with an empty cache
@@ -601,7 +559,7 @@ var buildIDRe = regexp.MustCompile(`(?m)^build (\S+) queued`)
 
 // deployRound deploys a fresh copy of the app with `zipship deploy`, timing
 // it until the edge serves the round's marker, and reads the build's steps.
-func deployRound(ctx context.Context, bin string, srv *server, api *apiClient, tmp string, a appSpec, lock []byte, round int) (zipshipResult, error) {
+func deployRound(ctx context.Context, bin string, srv *harness.Server, api *apiClient, tmp string, a appSpec, lock []byte, round int) (zipshipResult, error) {
 	dir := filepath.Join(tmp, fmt.Sprintf("zipship-%s-%d", a.name, round))
 	defer os.RemoveAll(dir)
 	m := marker(a, round, "zipship")
@@ -609,12 +567,12 @@ func deployRound(ctx context.Context, bin string, srv *server, api *apiClient, t
 		return zipshipResult{}, fmt.Errorf("write app: %w", err)
 	}
 	tenant := tenantOf(a)
-	host := tenant + ".localhost:" + srv.edgePort
+	host := tenant + ".localhost:" + srv.EdgePort
 
 	dctx, cancel := context.WithTimeout(ctx, deployTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(dctx, bin, "deploy", dir, "--tenant", tenant, "--server", srv.url)
-	cmd.Env = append(os.Environ(), "ZIPSHIP_TOKEN="+api.token)
+	cmd := exec.CommandContext(dctx, bin, "deploy", dir, "--tenant", tenant, "--server", srv.URL)
+	cmd.Env = append(os.Environ(), "ZIPSHIP_TOKEN="+api.Token)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 
@@ -626,14 +584,14 @@ func deployRound(ctx context.Context, bin string, srv *server, api *apiClient, t
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		pollLive(pctx, srv.edgeAddr, host, m, start, live)
+		pollLive(pctx, srv.EdgeAddr, host, m, start, live)
 	}()
 	err := cmd.Run()
 	exited := time.Since(start)
 	if err != nil {
 		stopPoll()
 		wg.Wait()
-		return zipshipResult{}, fmt.Errorf("zipship deploy: %w\nstdout: %s\nstderr: %s", err, stdout.String(), tail(stderr.String(), 60))
+		return zipshipResult{}, fmt.Errorf("zipship deploy: %w\nstdout: %s\nstderr: %s", err, stdout.String(), harness.Tail(stderr.String(), 60))
 	}
 	var total time.Duration
 	select {
@@ -707,191 +665,8 @@ func pollLive(ctx context.Context, edgeAddr, host, marker string, start time.Tim
 	}
 }
 
-// server is a running `zipship serve` child process.
-type server struct {
-	cmd      *exec.Cmd
-	url      string
-	edgeAddr string
-	edgePort string
-	logPath  string
-	logFile  *os.File
-	exited   chan struct{} // closed when the process has been waited for
-	err      error         // Wait's result, valid once exited is closed
-	once     sync.Once
-}
-
-// startServer starts zipship serve with the build sandbox on free loopback
-// ports, its output to logPath, and waits until /healthz answers.
-func startServer(ctx context.Context, bin, dataDir, logPath string, cpus int) (*server, error) {
-	addrs, err := freeAddrs(2)
-	if err != nil {
-		return nil, err
-	}
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("serve log: %w", err)
-	}
-	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--addr", addrs[0], "--edge-addr", addrs[1],
-		"--cpus", strconv.Itoa(cpus))
-	cmd.Env = append(os.Environ(), "ZIPSHIP_SANDBOX=on", "ZIPSHIP_LOG_LEVEL=warn", "ZIPSHIP_JWT_SECRET=")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start zipship serve: %w", err)
-	}
-	_, port, _ := net.SplitHostPort(addrs[1])
-	s := &server{cmd: cmd, url: "http://" + addrs[0], edgeAddr: addrs[1], edgePort: port,
-		logPath: logPath, logFile: logFile, exited: make(chan struct{})}
-	go func() {
-		s.err = cmd.Wait()
-		close(s.exited)
-	}()
-	if err := s.waitHealthy(ctx, 2*time.Minute); err != nil {
-		s.printLogTail(os.Stderr, 40)
-		return nil, errors.Join(err, s.stop())
-	}
-	return s, nil
-}
-
-// waitHealthy polls GET /healthz until it answers 200.
-func (s *server) waitHealthy(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		res, err := http.Get(s.url + "/healthz")
-		if err == nil {
-			io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("zipship serve not healthy on %s within %v (last error: %v)", s.url, timeout, err)
-		}
-		select {
-		case <-s.exited:
-			return fmt.Errorf("zipship serve exited at start: %v", s.err)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// stop sends SIGTERM (serve then stops its containerd) and waits for the
-// process to exit, killing it after stopGrace. A non-zero exit is an error.
-func (s *server) stop() error {
-	var err error
-	s.once.Do(func() {
-		defer s.logFile.Close()
-		select {
-		case <-s.exited:
-			err = fmt.Errorf("zipship serve exited early: %v", s.err)
-			return
-		default:
-		}
-		if serr := s.cmd.Process.Signal(syscall.SIGTERM); serr != nil {
-			err = fmt.Errorf("stop zipship serve: %w", serr)
-		}
-		select {
-		case <-s.exited:
-			if s.err != nil {
-				err = errors.Join(err, fmt.Errorf("zipship serve after SIGTERM: %w", s.err))
-			}
-		case <-time.After(stopGrace):
-			s.cmd.Process.Kill()
-			<-s.exited
-			err = errors.Join(err, fmt.Errorf("zipship serve did not stop within %v of SIGTERM; killed", stopGrace))
-		}
-	})
-	return err
-}
-
-// printLogTail prints the last n lines of serve's output.
-func (s *server) printLogTail(w io.Writer, n int) {
-	data, err := os.ReadFile(s.logPath)
-	if err != nil || len(bytes.TrimSpace(data)) == 0 {
-		return
-	}
-	fmt.Fprintf(w, "--- last lines of zipship serve's output ---\n%s\n---\n", tail(string(data), n))
-}
-
-// freeAddrs returns n distinct loopback addresses whose ports were free
-// just now.
-func freeAddrs(n int) ([]string, error) {
-	var addrs []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		defer ln.Close()
-		addrs = append(addrs, ln.Addr().String())
-	}
-	return addrs, nil
-}
-
-// mintToken mints a token with `zipship token` over the server's data dir.
-func mintToken(ctx context.Context, bin, dataDir string) (string, error) {
-	cmd := exec.CommandContext(ctx, bin, "token", "--user", user, "--data-dir", dataDir)
-	cmd.Env = append(os.Environ(), "ZIPSHIP_JWT_SECRET=")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("zipship token: %w: %s", err, stderr.String())
-	}
-	token := strings.TrimSpace(string(out))
-	if token == "" {
-		return "", errors.New("zipship token printed nothing")
-	}
-	return token, nil
-}
-
 // apiClient calls the zipship API with a bearer token.
-type apiClient struct {
-	base   string
-	token  string
-	client *http.Client
-}
-
-// call sends one request and decodes a JSON answer into out (if not nil);
-// any status but want is an error carrying the body.
-func (a *apiClient) call(req *http.Request, want int, out any) error {
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	res, err := a.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		return fmt.Errorf("%s %s: read answer: %w", req.Method, req.URL.Path, err)
-	}
-	if res.StatusCode != want {
-		return fmt.Errorf("%s %s: status %d, want %d: %s", req.Method, req.URL.Path, res.StatusCode, want, bytes.TrimSpace(body))
-	}
-	if out != nil {
-		if err := json.Unmarshal(body, out); err != nil {
-			return fmt.Errorf("%s %s: decode answer: %w", req.Method, req.URL.Path, err)
-		}
-	}
-	return nil
-}
-
-// createTenant creates a tenant.
-func (a *apiClient) createTenant(ctx context.Context, id, name string) error {
-	body, _ := json.Marshal(map[string]string{"tenantId": id, "name": name})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.base+"/api/tenants", bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("create tenant %s: %w", id, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if err := a.call(req, http.StatusCreated, nil); err != nil {
-		return fmt.Errorf("create tenant %s: %w", id, err)
-	}
-	return nil
-}
+type apiClient struct{ *harness.Client }
 
 // build is the part of GET /api/builds/{t}/{id} read here.
 type build struct {
@@ -912,7 +687,7 @@ type build struct {
 
 // getBuild reads one build with its steps.
 func (a *apiClient) getBuild(ctx context.Context, tenant, id string) (*build, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/api/builds/"+tenant+"/"+id, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.Base+"/api/builds/"+tenant+"/"+id, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -921,7 +696,7 @@ func (a *apiClient) getBuild(ctx context.Context, tenant, id string) (*build, er
 			Build build `json:"build"`
 		} `json:"data"`
 	}
-	if err := a.call(req, http.StatusOK, &ans); err != nil {
+	if err := a.Call(req, http.StatusOK, &ans); err != nil {
 		return nil, fmt.Errorf("build %s: %w", id, err)
 	}
 	return &ans.Data.Build, nil

@@ -35,6 +35,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/zipship/zipship/bench/internal/harness"
 	"github.com/zipship/zipship/infra/blob"
 	"github.com/zipship/zipship/infra/blob/fs"
 	"github.com/zipship/zipship/infra/cdn/edge"
@@ -125,15 +126,11 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) error
 		return errors.New("nginx is not on PATH: install it with `apt-get install -y wrk nginx`")
 	}
 
-	tmp, err := os.MkdirTemp("", "zipship-bench-edge-")
+	tmp, removeTmp, err := harness.TempDir(out, "zipship-bench-edge-", cfg.keep)
 	if err != nil {
-		return fmt.Errorf("create temp dir: %w", err)
+		return err
 	}
-	if cfg.keep {
-		fmt.Fprintln(out, "temp dir:", tmp)
-	} else {
-		defer os.RemoveAll(tmp)
-	}
+	defer removeTmp()
 
 	cases := []benchCase{
 		{name: "small HTML (index.html)", path: "/", body: indexHTML()},
@@ -383,7 +380,7 @@ func startNginx(ctx context.Context, nginx, dir, site string) (string, func(), e
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", nil, fmt.Errorf("nginx: %w", err)
 	}
-	addr, err := freeAddr()
+	addr, err := harness.FreeAddr()
 	if err != nil {
 		return "", nil, fmt.Errorf("nginx: %w", err)
 	}
@@ -436,17 +433,6 @@ func startNginx(ctx context.Context, nginx, dir, site string) (string, func(), e
 			return "", nil, fmt.Errorf("nginx did not listen on %s within 10s: %s", addr, stderr.String())
 		}
 	}
-}
-
-// freeAddr returns a loopback address with a port that was free just now.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr, nil
 }
 
 // check fetches url once and compares the body, so that the benchmark

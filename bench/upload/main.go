@@ -24,7 +24,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,17 +33,17 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/zipship/zipship/bench/internal/harness"
 )
 
 const (
@@ -59,8 +58,6 @@ const (
 	memGoal = 64 * mb
 	// sampleEvery is the VmRSS sampling period.
 	sampleEvery = 20 * time.Millisecond
-	// stopGrace exceeds the server's own shutdown grace (30s).
-	stopGrace = 40 * time.Second
 	// buildTimeout bounds the wait for one build to finish.
 	buildTimeout = 3 * time.Minute
 )
@@ -100,17 +97,13 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 	if cfg.rounds < 1 {
 		return errors.New("-n must be at least 1")
 	}
-	tmp, err := os.MkdirTemp("", "zipship-bench-upload-")
+	tmp, removeTmp, err := harness.TempDir(out, "zipship-bench-upload-", cfg.keep)
 	if err != nil {
-		return fmt.Errorf("create temp dir: %w", err)
+		return err
 	}
-	if cfg.keep {
-		fmt.Fprintln(out, "temp dir:", tmp)
-	} else {
-		defer os.RemoveAll(tmp)
-	}
+	defer removeTmp()
 
-	bin, err := buildBinary(ctx, tmp)
+	bin, err := harness.BuildZipship(ctx, tmp)
 	if err != nil {
 		return err
 	}
@@ -120,17 +113,23 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 		return err
 	}
 	dataDir := filepath.Join(tmp, "data")
-	srv, err := startServer(ctx, bin, dataDir)
+	srv, err := harness.StartServe(ctx, bin, harness.ServeOptions{
+		DataDir:       dataDir,
+		Args:          []string{"--max-upload-size", "200mb"},
+		Env:           []string{"ZIPSHIP_LOG_LEVEL=warn"},
+		HealthTimeout: 20 * time.Second,
+	})
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, srv.stop()) }()
+	defer func() { err = errors.Join(err, srv.Stop()) }()
 
-	api, err := newAPI(ctx, bin, dataDir, srv.url)
+	token, err := srv.Token(ctx, user)
 	if err != nil {
 		return err
 	}
-	if err := api.createTenant(ctx); err != nil {
+	api := &apiClient{&harness.Client{Base: srv.URL, Token: token, HTTP: &http.Client{}}}
+	if err := api.CreateTenant(ctx, tenantID, "Upload benchmark"); err != nil {
 		return err
 	}
 	rawURL, stopRaw, err := startRawHTTP()
@@ -148,15 +147,15 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 	if err := printTable(out, size, results); err != nil {
 		return err
 	}
-	return printMemory(out, srv.pid(), mem)
+	return printMemory(out, srv.PID(), mem)
 }
 
 // results holds each case's durations.
 type results map[caseName][]time.Duration
 
 // measure runs the interleaved rounds while sampling the server's memory.
-func measure(ctx context.Context, rounds int, srv *server, api *apiClient, rawURL, zipPath, tmp string) (results, memory, error) {
-	mem, err := startMemory(srv.pid())
+func measure(ctx context.Context, rounds int, srv *harness.Server, api *apiClient, rawURL, zipPath, tmp string) (results, memory, error) {
+	mem, err := startMemory(srv.PID())
 	if err != nil {
 		return nil, memory{}, err
 	}
@@ -189,43 +188,6 @@ func runRounds(ctx context.Context, rounds int, api *apiClient, rawURL, zipPath,
 		}
 	}
 	return res, nil
-}
-
-// goBinary is the go command: $GO (as the Makefile sets it) or go on PATH.
-func goBinary() string {
-	if g := os.Getenv("GO"); g != "" {
-		return g
-	}
-	return "go"
-}
-
-// moduleRoot is the directory holding the main module's go.mod, so the
-// build works from any working directory inside the module.
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, goBinary(), "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the zipship module: run from the repository")
-	}
-	return filepath.Dir(gomod), nil
-}
-
-// buildBinary builds ./cmd/zipship into dir.
-func buildBinary(ctx context.Context, dir string) (string, error) {
-	root, err := moduleRoot(ctx)
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "zipship")
-	cmd := exec.CommandContext(ctx, goBinary(), "build", "-buildvcs=false", "-o", bin, "./cmd/zipship")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/zipship: %w\n%s", err, out)
-	}
-	return bin, nil
 }
 
 // writeZip writes a static site the server accepts and the runner can
@@ -281,170 +243,8 @@ func addEntry(zw *zip.Writer, name string, data []byte) error {
 	return nil
 }
 
-// server is a running `zipship serve` child process.
-type server struct {
-	cmd    *exec.Cmd
-	url    string
-	exited chan struct{} // closed when the process has been waited for
-	err    error         // Wait's result, valid once exited is closed
-	once   sync.Once
-}
-
-func (s *server) pid() int { return s.cmd.Process.Pid }
-
-// startServer starts zipship serve on free loopback ports with a 200 MB
-// upload cap and waits until /healthz answers.
-func startServer(ctx context.Context, bin, dataDir string) (*server, error) {
-	addrs, err := freeAddrs(2)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--addr", addrs[0], "--edge-addr", addrs[1],
-		"--max-upload-size", "200mb")
-	cmd.Env = append(os.Environ(), "ZIPSHIP_LOG_LEVEL=warn")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start zipship serve: %w", err)
-	}
-	s := &server{cmd: cmd, url: "http://" + addrs[0], exited: make(chan struct{})}
-	go func() {
-		s.err = cmd.Wait()
-		close(s.exited)
-	}()
-	if err := s.waitHealthy(ctx, 20*time.Second); err != nil {
-		return nil, errors.Join(err, s.stop())
-	}
-	return s, nil
-}
-
-// waitHealthy polls GET /healthz until it answers 200.
-func (s *server) waitHealthy(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		res, err := http.Get(s.url + "/healthz")
-		if err == nil {
-			io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("zipship serve not healthy on %s within %v (last error: %v)", s.url, timeout, err)
-		}
-		select {
-		case <-s.exited:
-			return fmt.Errorf("zipship serve exited at start: %v", s.err)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// stop sends SIGTERM and waits for the process to exit, killing it after
-// stopGrace. A non-zero exit is an error.
-func (s *server) stop() error {
-	var err error
-	s.once.Do(func() {
-		select {
-		case <-s.exited:
-			err = fmt.Errorf("zipship serve exited early: %v", s.err)
-			return
-		default:
-		}
-		if serr := s.cmd.Process.Signal(syscall.SIGTERM); serr != nil {
-			err = fmt.Errorf("stop zipship serve: %w", serr)
-		}
-		select {
-		case <-s.exited:
-			if s.err != nil {
-				err = errors.Join(err, fmt.Errorf("zipship serve after SIGTERM: %w", s.err))
-			}
-		case <-time.After(stopGrace):
-			s.cmd.Process.Kill()
-			<-s.exited
-			err = errors.Join(err, fmt.Errorf("zipship serve did not stop within %v of SIGTERM; killed", stopGrace))
-		}
-	})
-	return err
-}
-
-// freeAddrs returns n distinct loopback addresses whose ports were free
-// just now.
-func freeAddrs(n int) ([]string, error) {
-	var addrs []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		defer ln.Close()
-		addrs = append(addrs, ln.Addr().String())
-	}
-	return addrs, nil
-}
-
 // apiClient calls the zipship API with a bearer token.
-type apiClient struct {
-	base   string
-	token  string
-	client *http.Client
-}
-
-// newAPI mints a token with `zipship token` over the server's data dir.
-func newAPI(ctx context.Context, bin, dataDir, base string) (*apiClient, error) {
-	cmd := exec.CommandContext(ctx, bin, "token", "--user", user, "--data-dir", dataDir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("zipship token: %w: %s", err, stderr.String())
-	}
-	token := strings.TrimSpace(string(out))
-	if token == "" {
-		return nil, errors.New("zipship token printed nothing")
-	}
-	return &apiClient{base: base, token: token, client: &http.Client{}}, nil
-}
-
-// call sends one request and decodes a JSON answer into out (if not nil);
-// any status but want is an error carrying the body.
-func (a *apiClient) call(req *http.Request, want int, out any) error {
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	res, err := a.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		return fmt.Errorf("%s %s: read answer: %w", req.Method, req.URL.Path, err)
-	}
-	if res.StatusCode != want {
-		return fmt.Errorf("%s %s: status %d, want %d: %s", req.Method, req.URL.Path, res.StatusCode, want, bytes.TrimSpace(body))
-	}
-	if out != nil {
-		if err := json.Unmarshal(body, out); err != nil {
-			return fmt.Errorf("%s %s: decode answer: %w", req.Method, req.URL.Path, err)
-		}
-	}
-	return nil
-}
-
-// createTenant creates the benchmark's tenant.
-func (a *apiClient) createTenant(ctx context.Context) error {
-	body, _ := json.Marshal(map[string]string{"tenantId": tenantID, "name": "Upload benchmark"})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.base+"/api/tenants", bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("create tenant: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if err := a.call(req, http.StatusCreated, nil); err != nil {
-		return fmt.Errorf("create tenant: %w", err)
-	}
-	return nil
-}
+type apiClient struct{ *harness.Client }
 
 // buildAnswer is the part of the upload and build answers read here.
 type buildAnswer struct {
@@ -477,12 +277,12 @@ func (a *apiClient) uploadAndBuild(ctx context.Context, zipPath string) (time.Du
 // upload POSTs the ZIP to /api/builds/{tenant} and times it until the 202
 // has been read.
 func (a *apiClient) upload(ctx context.Context, zipPath string, ans *buildAnswer) (time.Duration, error) {
-	req, err := newUploadRequest(ctx, a.base+"/api/builds/"+tenantID, zipPath)
+	req, err := newUploadRequest(ctx, a.Base+"/api/builds/"+tenantID, zipPath)
 	if err != nil {
 		return 0, err
 	}
 	start := time.Now()
-	if err := a.call(req, http.StatusAccepted, ans); err != nil {
+	if err := a.Call(req, http.StatusAccepted, ans); err != nil {
 		return 0, err
 	}
 	return time.Since(start), nil
@@ -492,12 +292,12 @@ func (a *apiClient) upload(ctx context.Context, zipPath string, ans *buildAnswer
 func (a *apiClient) waitBuild(ctx context.Context, id string) error {
 	deadline := time.Now().Add(buildTimeout)
 	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/api/builds/"+tenantID+"/"+id, nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.Base+"/api/builds/"+tenantID+"/"+id, nil)
 		if err != nil {
 			return fmt.Errorf("build %s: %w", id, err)
 		}
 		var ans buildAnswer
-		if err := a.call(req, http.StatusOK, &ans); err != nil {
+		if err := a.Call(req, http.StatusOK, &ans); err != nil {
 			return fmt.Errorf("build %s: %w", id, err)
 		}
 		switch ans.Data.Build.Status {
