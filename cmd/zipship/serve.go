@@ -303,6 +303,7 @@ func serveHTTP(srv *http.Server, ln net.Listener) error {
 // wins.
 type runnerFlags struct {
 	sandbox             string
+	sandboxImage        string
 	memory              string
 	pids, cpus          string
 	installAllow        string
@@ -323,6 +324,7 @@ type runnerFlags struct {
 
 func (f *runnerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.sandbox, "sandbox", env("ZIPSHIP_SANDBOX", "auto"), "build sandbox (containerd): auto (use it when containerd can be reached or started, else serve static sites only), on (required) or off (env ZIPSHIP_SANDBOX)")
+	fs.StringVar(&f.sandboxImage, "sandbox-image", env("ZIPSHIP_SANDBOX_IMAGE", ""), "OCI image (already in containerd, e.g. imported with ctr -n zipship images import) to run builds in, with its own node; empty: a read-only rootfs over the host's /usr (env ZIPSHIP_SANDBOX_IMAGE)")
 	fs.StringVar(&f.memory, "memory", env("ZIPSHIP_MEMORY", "2gb"), "memory+swap limit of each install or build command (env ZIPSHIP_MEMORY)")
 	fs.StringVar(&f.pids, "pids", env("ZIPSHIP_PIDS", "512"), "process and thread limit of each install or build command (env ZIPSHIP_PIDS)")
 	fs.StringVar(&f.cpus, "cpus", env("ZIPSHIP_CPUS", "1"), "CPU quota of each install or build command, in CPUs (env ZIPSHIP_CPUS)")
@@ -423,8 +425,13 @@ func openSandbox(ctx context.Context, c config, f runnerFlags, log *slog.Logger)
 	if err != nil {
 		return nil, nil, err
 	}
-	sb, err := sandbox.New(ctx, sandbox.Config{Address: addr, RootFS: rootfs, MemoryBytes: f.memoryBytes,
-		Pids: f.pidsN, CPUs: f.cpusN, Log: log.With("component", "sandbox")})
+	cfg := sandbox.Config{Address: addr, RootFS: rootfs, MemoryBytes: f.memoryBytes,
+		Pids: f.pidsN, CPUs: f.cpusN, Log: log.With("component", "sandbox")}
+	if f.sandboxImage != "" {
+		// The image brings its own /usr: no host binds over it.
+		cfg.Image, cfg.RootFS, cfg.ReadOnlyBinds = f.sandboxImage, "", []sandbox.Bind{}
+	}
+	sb, err := sandbox.New(ctx, cfg)
 	if err != nil {
 		stopContainerd()
 		return nil, nil, err
