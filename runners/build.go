@@ -495,6 +495,9 @@ func (o *jobOutcome) failure() error {
 	default:
 		fmt.Fprintf(&b, "%s failed (exit %d)", step, o.res.ExitCode)
 	}
+	if o.res.PidsLimited && !o.res.OOMKilled {
+		fmt.Fprintf(&b, ": the %s hit its process limit (%d processes)", step, o.res.PidsLimit)
+	}
 	for _, target := range o.refused {
 		b.WriteString("\n" + o.refusal(target))
 	}

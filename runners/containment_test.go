@@ -257,8 +257,9 @@ for (let held = 0; ; held++) {
 	id, evs := c.race(files, domain.BuildConfig{}, nil)
 	f := failedOnce(t, c.npmEnv, evs, domain.StepBuild)
 	want := fmt.Sprintf("cannot fork any more: EAGAIN (pids.max %d, pids.current ", pids)
-	if !strings.HasPrefix(f.Error, "build failed (exit 1)") || !strings.Contains(f.Error, want) {
-		t.Errorf("error = %q, want the exit and %q", f.Error, want)
+	limit := fmt.Sprintf("build failed (exit 1): the build hit its process limit (%d processes)", pids)
+	if !strings.HasPrefix(f.Error, limit) || !strings.Contains(f.Error, want) {
+		t.Errorf("error = %q, want %q and %q", f.Error, limit, want)
 	}
 	if log := c.storedLog(attacker, id); !strings.Contains(log, fmt.Sprintf("pids.max %d: starting a fork bomb", pids)) {
 		t.Errorf("stored log:\n%s", log)

@@ -324,6 +324,14 @@ type Result struct {
 	// exit 137, or another code when only a child was killed (npm reporting
 	// its failed child, say).
 	OOMKilled bool
+	// PidsLimited is true when the job's pids cgroup refused a fork or
+	// clone at least once because the job had PidsLimit processes and
+	// threads (a fork bomb, or a build that needs more): the command then
+	// failed with EAGAIN, or only some of its children ran. False also when
+	// the counter cannot be read from where the sandbox runs.
+	PidsLimited bool
+	// PidsLimit is the job's limit on processes and threads (Config.Pids).
+	PidsLimit int64
 	// Duration is the time from the task's start to its exit.
 	Duration time.Duration
 }
@@ -395,6 +403,7 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (res Result, err error) {
 		stdout, stderr = lw, lw
 	}
 
+	res.PidsLimit = s.cfg.Pids
 	id := containerID(job.ID)
 	log := s.log.With("job", job.ID, "container", id)
 	ctx = namespaces.WithNamespace(ctx, s.cfg.Namespace)
@@ -430,7 +439,7 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (res Result, err error) {
 				return
 			}
 			log.Info("sandbox job finished", "exit", res.ExitCode, "timed_out", res.TimedOut,
-				"oom_killed", res.OOMKilled, "duration", res.Duration,
+				"oom_killed", res.OOMKilled, "pids_limited", res.PidsLimited, "duration", res.Duration,
 				"create_container", tContainer.Sub(t0), "create_task", tTask.Sub(tContainer),
 				"start", tStart.Sub(tTask), "cleanup", time.Since(tExit))
 		}()
@@ -527,6 +536,13 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (res Result, err error) {
 		res.OOMKilled = oom.killed(mctx, task, res.ExitCode)
 		cancel()
 	}
+	// Also before the task is deleted, and whether or not it timed out: a
+	// fork bomb that does not exit is killed by the timeout.
+	pctx, pcancel := cleanupCtx()
+	if n, ok := pidsLimitHits(pctx, container); ok && n > 0 {
+		res.PidsLimited = true
+	}
+	pcancel()
 	if !res.TimedOut && ctx.Err() != nil {
 		return res, fmt.Errorf("sandbox: job %s cancelled: %w", id, context.Cause(ctx))
 	}

@@ -173,7 +173,7 @@ func TestEchoUserDirAndStreams(t *testing.T) {
 		Env:  []string{"FOO=bar"},
 		Dir:  "/workspace",
 	})
-	if res.ExitCode != 0 || res.TimedOut || res.OOMKilled {
+	if res.ExitCode != 0 || res.TimedOut || res.OOMKilled || res.PidsLimited {
 		t.Fatalf("result %+v", res)
 	}
 	want := "10000\n10000\n10000\n/workspace\n/home/build bar\nbuild\n"
@@ -390,6 +390,9 @@ func TestPidsLimitContainsForkBomb(t *testing.T) {
 	if res.ExitCode == 0 && !res.TimedOut {
 		t.Fatalf("fork bomb ended well: %+v", res)
 	}
+	if !res.PidsLimited || res.PidsLimit != 64 {
+		t.Errorf("fork bomb: %+v, want PidsLimited and PidsLimit 64", res)
+	}
 	if !strings.Contains(o.stderr.String(), "fork") && !strings.Contains(o.stderr.String(), "Resource temporarily unavailable") {
 		t.Errorf("no fork failure reported: %q", clip(o.stderr.String()))
 	}
@@ -406,6 +409,14 @@ func TestPidsLimitContainsForkBomb(t *testing.T) {
 	t.Logf("bounded: %+v %q %q", res, o.stdout.String(), clip(o.stderr.String()))
 	if !strings.Contains(o.stderr.String(), "fork") {
 		t.Errorf("100 sleeps under a 64 pids limit did not fail to fork")
+	}
+	if !res.PidsLimited {
+		t.Errorf("bounded: %+v, want PidsLimited", res)
+	}
+	// Many processes, but never at the limit: not PidsLimited.
+	res, _ = run(t, sb, sandbox.Job{Args: sh(`for i in 1 2 3 4 5 6 7 8; do sleep 1 & done; wait`)})
+	if res.ExitCode != 0 || res.PidsLimited {
+		t.Errorf("under the limit: %+v, want exit 0, not PidsLimited", res)
 	}
 }
 
