@@ -40,7 +40,7 @@ func TestAcceptWebProject(t *testing.T) {
 	}
 	var want int64
 	for _, f := range webProject() {
-		want += int64(len(f.body))
+		want += int64(len(f.Body))
 	}
 	if sum.TotalUncompressed != want || sum.TotalCompressed <= 0 {
 		t.Errorf("TotalUncompressed, TotalCompressed = %d, %d, want %d, > 0", sum.TotalUncompressed, sum.TotalCompressed, want)
@@ -49,7 +49,7 @@ func TestAcceptWebProject(t *testing.T) {
 
 func TestAcceptSmallCompressibleFile(t *testing.T) {
 	// 512 KiB of zeros compresses ~1000x but is under RatioMinSize.
-	data := buildZip(t, fixture{hdr: zip.FileHeader{Name: "zeros.bin", Method: zip.Deflate}, body: make([]byte, 512<<10)})
+	data := buildZip(t, fixture{Header: zip.FileHeader{Name: "zeros.bin", Method: zip.Deflate}, Body: make([]byte, 512<<10)})
 	if _, err := Validate(bytes.NewReader(data), int64(len(data)), Limits{}); err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
@@ -113,11 +113,11 @@ func TestRejectEntrySize(t *testing.T) {
 func TestRejectCompressionRatio(t *testing.T) {
 	t.Run("real deflate bomb", func(t *testing.T) {
 		// 2 MiB of zeros deflates ~1000x, above the default 200.
-		data := buildZip(t, file("ok.txt", "ok"), fixture{hdr: zip.FileHeader{Name: "bomb.bin", Method: zip.Deflate}, body: make([]byte, 2<<20)})
+		data := buildZip(t, file("ok.txt", "ok"), fixture{Header: zip.FileHeader{Name: "bomb.bin", Method: zip.Deflate}, Body: make([]byte, 2<<20)})
 		reject(t, data, Limits{}, RuleCompressionRatio, "bomb.bin", s400)
 	})
 	t.Run("no compressed data", func(t *testing.T) {
-		f := fixture{hdr: zip.FileHeader{Name: "nothing.bin", Method: zip.Deflate, UncompressedSize64: 2 << 20}, raw: true}
+		f := fixture{Header: zip.FileHeader{Name: "nothing.bin", Method: zip.Deflate, UncompressedSize64: 2 << 20}, Raw: true}
 		reject(t, buildZip(t, f), Limits{}, RuleCompressionRatio, "nothing.bin", s400)
 	})
 	t.Run("custom limits", func(t *testing.T) {
@@ -178,7 +178,7 @@ func TestRejectSpecialFile(t *testing.T) {
 		"ntfs+unix":   windowsUnixExt,
 	} {
 		t.Run(name, func(t *testing.T) {
-			reject(t, buildZip(t, file("ok", "ok"), f), Limits{}, RuleSpecialFile, f.hdr.Name, s400)
+			reject(t, buildZip(t, file("ok", "ok"), f), Limits{}, RuleSpecialFile, f.Header.Name, s400)
 		})
 	}
 }
@@ -221,18 +221,18 @@ func TestRejectOverlap(t *testing.T) {
 	t.Run("data past central directory", func(t *testing.T) {
 		data := []byte("five!")
 		var z handZip
-		off := z.raw(localRecord("a", zip.Store, 0, 5, 5, data))
-		z.add(cdEntry{name: "a", method: zip.Store, csize: 1000, usize: 1000, offset: off})
-		reject(t, z.bytes(), Limits{}, RuleOverlap, "a", s400)
+		off := z.Raw(localRecord("a", zip.Store, 0, 5, 5, data))
+		z.Add(cdEntry{Name: "a", Method: zip.Store, CSize: 1000, USize: 1000, Offset: off})
+		reject(t, z.Bytes(), Limits{}, RuleOverlap, "a", s400)
 	})
 	t.Run("many entries sharing one stream", func(t *testing.T) {
 		data := bytes.Repeat([]byte{'z'}, 64)
 		var z handZip
-		off := z.raw(localRecord("x", zip.Store, 0, 64, 64, data))
+		off := z.Raw(localRecord("x", zip.Store, 0, 64, 64, data))
 		for _, n := range []string{"x", "y", "z"} {
-			z.add(cdEntry{name: n, method: zip.Store, csize: 64, usize: 64, offset: off})
+			z.Add(cdEntry{Name: n, Method: zip.Store, CSize: 64, USize: 64, Offset: off})
 		}
-		reject(t, z.bytes(), Limits{}, RuleOverlap, "y", s400)
+		reject(t, z.Bytes(), Limits{}, RuleOverlap, "y", s400)
 	})
 }
 
@@ -268,9 +268,9 @@ func TestRejectInvalidName(t *testing.T) {
 func TestRejectCorrupt(t *testing.T) {
 	t.Run("bad local header", func(t *testing.T) {
 		var z handZip
-		z.raw([]byte("garbage, not a local header at all"))
-		z.add(cdEntry{name: "a", method: zip.Store, offset: 0})
-		reject(t, z.bytes(), Limits{}, RuleCorrupt, "a", s400)
+		z.Raw([]byte("garbage, not a local header at all"))
+		z.Add(cdEntry{Name: "a", Method: zip.Store, Offset: 0})
+		reject(t, z.Bytes(), Limits{}, RuleCorrupt, "a", s400)
 	})
 	t.Run("stored sizes differ", func(t *testing.T) {
 		f := stored("a", []byte("abc"), func(h *zip.FileHeader) { h.UncompressedSize64 = 10 })
@@ -278,9 +278,9 @@ func TestRejectCorrupt(t *testing.T) {
 	})
 	t.Run("directory with content", func(t *testing.T) {
 		var z handZip
-		off := z.raw(localRecord("d/", zip.Store, 0, 3, 3, []byte("abc")))
-		z.add(cdEntry{name: "d/", method: zip.Store, csize: 3, usize: 3, offset: off})
-		reject(t, z.bytes(), Limits{}, RuleCorrupt, "d/", s400)
+		off := z.Raw(localRecord("d/", zip.Store, 0, 3, 3, []byte("abc")))
+		z.Add(cdEntry{Name: "d/", Method: zip.Store, CSize: 3, USize: 3, Offset: off})
+		reject(t, z.Bytes(), Limits{}, RuleCorrupt, "d/", s400)
 	})
 }
 
@@ -303,20 +303,20 @@ func TestFirstInCentralDirectoryOrder(t *testing.T) {
 	t.Run("overlap before later name error", func(t *testing.T) {
 		data := bytes.Repeat([]byte("d"), 16)
 		var z handZip
-		off := z.raw(localRecord("a", zip.Store, 0, 16, 16, data))
-		z.add(cdEntry{name: "a", method: zip.Store, csize: 16, usize: 16, offset: off})
-		z.add(cdEntry{name: "b", method: zip.Store, csize: 16, usize: 16, offset: off})
-		z.add(cdEntry{name: "../c", method: zip.Store, offset: off})
-		reject(t, z.bytes(), Limits{}, RuleOverlap, "b", s400)
+		off := z.Raw(localRecord("a", zip.Store, 0, 16, 16, data))
+		z.Add(cdEntry{Name: "a", Method: zip.Store, CSize: 16, USize: 16, Offset: off})
+		z.Add(cdEntry{Name: "b", Method: zip.Store, CSize: 16, USize: 16, Offset: off})
+		z.Add(cdEntry{Name: "../c", Method: zip.Store, Offset: off})
+		reject(t, z.Bytes(), Limits{}, RuleOverlap, "b", s400)
 	})
 	t.Run("name error before later overlap", func(t *testing.T) {
 		data := bytes.Repeat([]byte("d"), 16)
 		var z handZip
-		off := z.raw(localRecord("a", zip.Store, 0, 16, 16, data))
-		z.add(cdEntry{name: "a", method: zip.Store, csize: 16, usize: 16, offset: off})
-		z.add(cdEntry{name: "b\\c", method: zip.Store, csize: 16, usize: 16, offset: off})
-		z.add(cdEntry{name: "c", method: zip.Store, csize: 16, usize: 16, offset: off})
-		reject(t, z.bytes(), Limits{}, RuleBackslash, "b\\c", s400)
+		off := z.Raw(localRecord("a", zip.Store, 0, 16, 16, data))
+		z.Add(cdEntry{Name: "a", Method: zip.Store, CSize: 16, USize: 16, Offset: off})
+		z.Add(cdEntry{Name: "b\\c", Method: zip.Store, CSize: 16, USize: 16, Offset: off})
+		z.Add(cdEntry{Name: "c", Method: zip.Store, CSize: 16, USize: 16, Offset: off})
+		reject(t, z.Bytes(), Limits{}, RuleBackslash, "b\\c", s400)
 	})
 	t.Run("stable across runs", func(t *testing.T) {
 		data := buildZip(t, file("q", "1"), file("p", "1"), file("p", "2"), file("q", "2"))
@@ -427,8 +427,8 @@ func TestExtractWebProject(t *testing.T) {
 	}
 	want := map[string]string{}
 	for _, f := range fixtures {
-		if !strings.HasSuffix(f.hdr.Name, "/") {
-			want[f.hdr.Name] = string(f.body)
+		if !strings.HasSuffix(f.Header.Name, "/") {
+			want[f.Header.Name] = string(f.Body)
 		}
 	}
 	got := readTree(t, dest)
@@ -522,15 +522,15 @@ func TestExtractCorrupt(t *testing.T) {
 		{"crc mismatch", stored("a.txt", payload, func(h *zip.FileHeader) { h.CRC32 ^= 1 })},
 		{"crc mismatch deflate", func() fixture {
 			f := deflatedRaw(t, "a.txt", payload, uint64(len(payload)))
-			f.hdr.CRC32 ^= 0xffff
+			f.Header.CRC32 ^= 0xffff
 			return f
 		}()},
-		{"invalid deflate", fixture{hdr: zip.FileHeader{Name: "a.txt", Method: zip.Deflate, CompressedSize64: 8, UncompressedSize64: 8}, body: []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, raw: true}},
+		{"invalid deflate", fixture{Header: zip.FileHeader{Name: "a.txt", Method: zip.Deflate, CompressedSize64: 8, UncompressedSize64: 8}, Body: []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, Raw: true}},
 		{"short stream", deflatedRaw(t, "a.txt", payload, uint64(len(payload))+10)},
 		{"truncated stream", func() fixture {
 			f := deflatedRaw(t, "a.txt", payload, uint64(len(payload)))
-			f.body = f.body[:len(f.body)/2]
-			f.hdr.CompressedSize64 = uint64(len(f.body))
+			f.Body = f.Body[:len(f.Body)/2]
+			f.Header.CompressedSize64 = uint64(len(f.Body))
 			return f
 		}()},
 	} {

@@ -1,18 +1,14 @@
 package gateway_test
 
 import (
-	"archive/zip"
 	"bufio"
 	"bytes"
 	"context"
 	"database/sql"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
-	"io/fs"
 	"log/slog"
 	"mime/multipart"
 	"net"
@@ -24,6 +20,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/zipship/zipship/archive/ziptest"
 
 	"github.com/zipship/zipship/app"
 	"github.com/zipship/zipship/auth"
@@ -657,73 +655,18 @@ func readRaw(t *testing.T, c net.Conn, d time.Duration) (*http.Response, []byte)
 	return res, b
 }
 
-// --- ZIPs (small copies of archive/helpers_test.go) --------------------
+// --- ZIPs: the archive package's own builders (archive/ziptest) ---------
 
-// zipEntry is one entry of a ZIP built by buildZip.
-type zipEntry struct {
-	hdr  zip.FileHeader
-	body []byte
-	// raw: write with CreateRaw, so hdr's CRC32, sizes, flags and method
-	// are used verbatim and body is the already-compressed data.
-	raw bool
-}
+type zipEntry = ziptest.Entry
 
-// zfile is a deflated regular file.
-func zfile(name, body string) zipEntry {
-	return zipEntry{hdr: zip.FileHeader{Name: name, Method: zip.Deflate}, body: []byte(body)}
-}
-
-// zdir is a directory entry; name should end in "/".
-func zdir(name string) zipEntry {
-	return zipEntry{hdr: zip.FileHeader{Name: name, Method: zip.Store}}
-}
-
-// withMode sets the entry's Unix mode (and makes the creator Unix).
-func withMode(f zipEntry, m fs.FileMode) zipEntry {
-	f.hdr.SetMode(m)
-	return f
-}
-
-// stored is a raw stored entry with correct CRC and sizes; edit may then
-// change any header field.
-func stored(name string, data []byte, edit func(*zip.FileHeader)) zipEntry {
-	h := zip.FileHeader{
-		Name:               name,
-		Method:             zip.Store,
-		CRC32:              crc32.ChecksumIEEE(data),
-		CompressedSize64:   uint64(len(data)),
-		UncompressedSize64: uint64(len(data)),
-	}
-	if edit != nil {
-		edit(&h)
-	}
-	return zipEntry{hdr: h, body: data, raw: true}
-}
-
-// buildZip writes entries with archive/zip.Writer.
-func buildZip(t testing.TB, entries ...zipEntry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for _, e := range entries {
-		h := e.hdr
-		create := zw.CreateHeader
-		if e.raw {
-			create = zw.CreateRaw
-		}
-		w, err := create(&h)
-		if err != nil {
-			t.Fatalf("create %q: %v", h.Name, err)
-		}
-		if _, err := w.Write(e.body); err != nil {
-			t.Fatalf("write %q: %v", h.Name, err)
-		}
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
+var (
+	zfile      = ziptest.File
+	zdir       = ziptest.Dir
+	withMode   = ziptest.WithMode
+	stored     = ziptest.Stored
+	buildZip   = ziptest.Build
+	overlapZip = ziptest.FifieldOverlap
+)
 
 // staticSite is a small static site ZIP; marker distinguishes versions.
 func staticSite(t testing.TB, marker string) []byte {
@@ -732,77 +675,6 @@ func staticSite(t testing.TB, marker string) []byte {
 		zfile("about/index.html", "<!doctype html><p>about "+marker+"</p>"),
 		zfile("css/site.css", "body { margin: 0 }\n"),
 	)
-}
-
-// localRecord returns a local header followed by data.
-func localRecord(name string, method uint16, crc, csize, usize uint32, data []byte) []byte {
-	var b bytes.Buffer
-	le := binary.LittleEndian
-	b.Write(le.AppendUint32(nil, 0x04034b50))
-	b.Write(le.AppendUint16(nil, 20))     // version needed
-	b.Write(le.AppendUint16(nil, 0))      // flags
-	b.Write(le.AppendUint16(nil, method)) // method
-	b.Write(le.AppendUint16(nil, 0))      // time
-	b.Write(le.AppendUint16(nil, 0x21))   // date (1980-01-01)
-	b.Write(le.AppendUint32(nil, crc))
-	b.Write(le.AppendUint32(nil, csize))
-	b.Write(le.AppendUint32(nil, usize))
-	b.Write(le.AppendUint16(nil, uint16(len(name))))
-	b.Write(le.AppendUint16(nil, 0)) // extra length
-	b.WriteString(name)
-	b.Write(data)
-	return b.Bytes()
-}
-
-// centralRecord returns a central-directory record.
-func centralRecord(name string, method uint16, crc, csize, usize, offset uint32) []byte {
-	var b bytes.Buffer
-	le := binary.LittleEndian
-	b.Write(le.AppendUint32(nil, 0x02014b50))
-	b.Write(le.AppendUint16(nil, 3<<8|20)) // made by Unix, 2.0
-	b.Write(le.AppendUint16(nil, 20))      // version needed
-	b.Write(le.AppendUint16(nil, 0))       // flags
-	b.Write(le.AppendUint16(nil, method))
-	b.Write(le.AppendUint16(nil, 0))
-	b.Write(le.AppendUint16(nil, 0x21))
-	b.Write(le.AppendUint32(nil, crc))
-	b.Write(le.AppendUint32(nil, csize))
-	b.Write(le.AppendUint32(nil, usize))
-	b.Write(le.AppendUint16(nil, uint16(len(name))))
-	b.Write(le.AppendUint16(nil, 0))            // extra
-	b.Write(le.AppendUint16(nil, 0))            // comment
-	b.Write(le.AppendUint16(nil, 0))            // disk
-	b.Write(le.AppendUint16(nil, 0))            // internal attrs
-	b.Write(le.AppendUint32(nil, 0o100644<<16)) // external attrs
-	b.Write(le.AppendUint32(nil, offset))
-	b.WriteString(name)
-	return b.Bytes()
-}
-
-// overlapZip is the classic overlapping-files bomb: one local header and
-// its stored data, and two central-directory entries ("a" and "b")
-// pointing at it.
-func overlapZip() []byte {
-	data := bytes.Repeat([]byte("shared data "), 10)
-	crc := crc32.ChecksumIEEE(data)
-	n := uint32(len(data))
-	le := binary.LittleEndian
-	var out bytes.Buffer
-	out.Write(localRecord("a", zip.Store, crc, n, n, data))
-	cdOffset := uint32(out.Len())
-	var central bytes.Buffer
-	central.Write(centralRecord("a", zip.Store, crc, n, n, 0))
-	central.Write(centralRecord("b", zip.Store, crc, n, n, 0))
-	out.Write(central.Bytes())
-	out.Write(le.AppendUint32(nil, 0x06054b50))
-	out.Write(le.AppendUint16(nil, 0))
-	out.Write(le.AppendUint16(nil, 0))
-	out.Write(le.AppendUint16(nil, 2))
-	out.Write(le.AppendUint16(nil, 2))
-	out.Write(le.AppendUint32(nil, uint32(central.Len())))
-	out.Write(le.AppendUint32(nil, cdOffset))
-	out.Write(le.AppendUint16(nil, 0))
-	return out.Bytes()
 }
 
 // stallProjector holds the read models' write lock for d, so the projector
