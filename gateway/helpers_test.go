@@ -657,8 +657,6 @@ func readRaw(t *testing.T, c net.Conn, d time.Duration) (*http.Response, []byte)
 
 // --- ZIPs: the archive package's own builders (archive/ziptest) ---------
 
-type zipEntry = ziptest.Entry
-
 var (
 	zfile      = ziptest.File
 	zdir       = ziptest.Dir
