@@ -388,6 +388,22 @@ func (p *Proxy) acquire() bool {
 
 func (p *Proxy) release() { <-p.upstream }
 
+// admit checks host:port against the policy (answering 403 and recording
+// the refusal when it is not allowed) and takes an upstream slot (503 when
+// none is free). When it returns ok the caller holds a slot to release.
+func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, host string, port int) (target string, ok bool) {
+	target = joinTarget(host, port)
+	if !p.allowed(host, port) {
+		p.refuse(w, r, &refusal{target: target})
+		return target, false
+	}
+	if !p.acquire() {
+		http.Error(w, "zipship egress: too many connections", http.StatusServiceUnavailable)
+		return target, false
+	}
+	return target, true
+}
+
 // dial checks host:port against the policy, resolves host once, refuses it
 // if any address is not public (unless AllowPrivate) and connects to the
 // checked addresses in turn. Literal IPs are not looked up.
@@ -487,13 +503,8 @@ func (p *Proxy) serveConnect(ctx context.Context, w http.ResponseWriter, r *http
 		http.Error(w, "zipship egress: CONNECT needs host:port", http.StatusBadRequest)
 		return
 	}
-	target := joinTarget(host, port)
-	if !p.allowed(host, port) {
-		p.refuse(w, r, &refusal{target: target})
-		return
-	}
-	if !p.acquire() {
-		http.Error(w, "zipship egress: too many connections", http.StatusServiceUnavailable)
+	target, ok := p.admit(w, r, host, port)
+	if !ok {
 		return
 	}
 	slotHeld := true // until the tunnel takes it over
@@ -692,13 +703,8 @@ func (p *Proxy) serveHTTP(ctx context.Context, w http.ResponseWriter, r *http.Re
 		http.Error(w, "zipship egress: bad host in request URL", http.StatusBadRequest)
 		return
 	}
-	target := joinTarget(host, port)
-	if !p.allowed(host, port) {
-		p.refuse(w, r, &refusal{target: target})
-		return
-	}
-	if !p.acquire() {
-		http.Error(w, "zipship egress: too many connections", http.StatusServiceUnavailable)
+	target, ok := p.admit(w, r, host, port)
+	if !ok {
 		return
 	}
 	defer p.release()
