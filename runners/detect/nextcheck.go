@@ -289,6 +289,27 @@ func (c *checker) read(name string) (string, error) {
 // reIdentString is a string literal holding one identifier ('headers').
 var reIdentString = regexp.MustCompile("^[\"'`][A-Za-z_$][\\w$]*[\"'`]$")
 
+// literalEnd returns the index of the quote that closes the string or
+// template literal opening at src[i] (a quote character), skipping escapes;
+// an unterminated literal ends at a newline (not for templates) or at the
+// end of src.
+func literalEnd(src string, i int) int {
+	ch := src[i]
+	j := i + 1
+	for j < len(src) && src[j] != ch {
+		if src[j] == '\\' {
+			j++
+		} else if src[j] == '\n' && ch != '`' {
+			break
+		}
+		j++
+	}
+	if j >= len(src) {
+		j = len(src) - 1
+	}
+	return j
+}
+
 // blankStrings empties the string and template literals of comment-free
 // source, except those holding one identifier (a quoted key), so that words
 // inside strings are not taken for keys.
@@ -302,18 +323,7 @@ func blankStrings(src string) string {
 			i++
 			continue
 		}
-		j := i + 1
-		for j < len(src) && src[j] != ch {
-			if src[j] == '\\' {
-				j++
-			} else if src[j] == '\n' && ch != '`' {
-				break
-			}
-			j++
-		}
-		if j >= len(src) {
-			j = len(src) - 1
-		}
+		j := literalEnd(src, i)
 		if lit := src[i : j+1]; j <= i || reIdentString.MatchString(lit) {
 			b.WriteString(lit)
 		} else {
@@ -350,18 +360,7 @@ func stripComments(src string) string {
 			}
 			i += 2 + end + 2
 		case ch == '"' || ch == '\'' || ch == '`':
-			j := i + 1
-			for j < len(src) && src[j] != ch {
-				if src[j] == '\\' {
-					j++
-				} else if src[j] == '\n' && ch != '`' {
-					break
-				}
-				j++
-			}
-			if j >= len(src) {
-				j = len(src) - 1
-			}
+			j := literalEnd(src, i)
 			b.WriteString(src[i : j+1])
 			i = j + 1
 		default:
