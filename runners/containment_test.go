@@ -483,23 +483,7 @@ func TestContainInstallCannotReachHostListeners(t *testing.T) {
 	c := newContainEnv(t, sandbox.Config{})
 	var accepted atomic.Int64
 	listen := func(addr string) int {
-		ln, err := net.Listen("tcp4", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				conn, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				accepted.Add(1)
-				conn.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nhost"))
-				conn.Close()
-			}
-		}()
-		return ln.Addr().(*net.TCPAddr).Port
+		return hostListener(t, addr, []byte("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nhost"), &accepted)
 	}
 	loopPort, anyPort := listen("127.0.0.1:0"), listen("0.0.0.0:0")
 	type target struct {

@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -327,4 +329,27 @@ func ofType[T domain.Event](evs []domain.Event) []T {
 func newEnvRunnerWithoutRetryOption(e *env) *runners.Runner {
 	return runners.New(e.app, runners.Config{Name: "slow-runner", WorkDir: e.work, ZipLimits: archive.DefaultLimits(),
 		Refresher: e.ref, Log: quietLog()})
+}
+
+// hostListener opens a TCP listener on the host at addr that answers every
+// connection with reply and counts it in accepted; it returns the port.
+func hostListener(t *testing.T, addr string, reply []byte, accepted *atomic.Int64) int {
+	t.Helper()
+	ln, err := net.Listen("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			conn.Write(reply)
+			conn.Close()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -423,25 +423,7 @@ func TestNPMBuildCannotReachHostListeners(t *testing.T) {
 	t.Parallel()
 	e := newNPMEnv(t)
 	var accepted atomic.Int64
-	listen := func(addr string) int {
-		ln, err := net.Listen("tcp4", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				accepted.Add(1)
-				c.Write([]byte("hello from the host\n"))
-				c.Close()
-			}
-		}()
-		return ln.Addr().(*net.TCPAddr).Port
-	}
+	listen := func(addr string) int { return hostListener(t, addr, []byte("hello from the host\n"), &accepted) }
 	loopPort, anyPort := listen("127.0.0.1:0"), listen("0.0.0.0:0")
 	type target struct {
 		Name string `json:"name"`
