@@ -3,7 +3,6 @@ package runners_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"regexp"
 	"slices"
@@ -32,27 +31,6 @@ const (
 
 // cacheImmutable is the edge's Cache-Control of a hashed asset.
 const cacheImmutable = "public, max-age=31536000, immutable"
-
-// getResp fetches path from the edge with the given Host and returns the
-// response's status, headers and body.
-func (e *npmEnv) getResp(host, path string) (int, http.Header, string) {
-	e.t.Helper()
-	req, err := http.NewRequest(http.MethodGet, e.site.URL+path, nil)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	req.Host = host
-	res, err := e.site.Client().Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return res.StatusCode, res.Header, string(b)
-}
 
 // manifest returns the sorted paths of the build's published manifest.
 func (e *npmEnv) manifest(tenant, id string) []string {

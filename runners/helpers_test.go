@@ -239,6 +239,14 @@ func (e *env) rawStream(name string) []eventstore.Event {
 // get fetches path from the edge with the given Host.
 func (e *env) get(host, path string) (int, string) {
 	e.t.Helper()
+	code, _, body := e.getResp(host, path)
+	return code, body
+}
+
+// getResp fetches path from the edge with the given Host and returns the
+// response's status, headers and body.
+func (e *env) getResp(host, path string) (int, http.Header, string) {
+	e.t.Helper()
 	req, err := http.NewRequest(http.MethodGet, e.site.URL+path, nil)
 	if err != nil {
 		e.t.Fatal(err)
@@ -253,7 +261,7 @@ func (e *env) get(host, path string) (int, string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return res.StatusCode, string(b)
+	return res.StatusCode, res.Header, string(b)
 }
 
 func liveHost(tenant string) string { return tenant + "." + baseDomain }
